@@ -1,0 +1,1 @@
+"""Core of the image-processing service: domain, use cases, adapters. No Celery, no Flask."""

@@ -1,0 +1,178 @@
+"""What a request and its images are, independent of where they are stored."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class RequestStatus(StrEnum):
+    IN_PROGRESS = "in progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ImageState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not ImageState.PENDING
+
+
+# 16 random bytes = 128 bits (SPEC asks for at least 122), URL-safe base64 without padding.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def new_request_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def is_request_id(value: str) -> bool:
+    return bool(_REQUEST_ID.match(value))
+
+
+def image_id(row: int, position: int) -> str:
+    """Document id of the `position`-th URL of the `row`-th data row (both 0-based).
+
+    Zero-padded so that ordering by id is input order: the output CSV and the paginated
+    details both read images in this order.
+    """
+    return f"{row:07d}-{position:02d}"
+
+
+def parse_image_id(value: str) -> tuple[int, int]:
+    row, position = value.split("-")
+    return int(row), int(position)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One input URL to fetch and compress; the unit of fan-out."""
+
+    request_id: str
+    image_id: str
+    row: int
+    position: int
+    serial: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ImageSlice:
+    """A batch of jobs materialised together (one Firestore commit, one task)."""
+
+    request_id: str
+    index: int
+    jobs: tuple[ImageJob, ...]
+
+
+@dataclass(frozen=True)
+class CompressedImage:
+    """What the codec produced, with the facts the status API reports about it."""
+
+    data: bytes
+    output_format: str  # "jpeg" | "webp"
+    content_type: str
+    extension: str
+    width: int
+    height: int
+    source_format: str
+    source_quality: int
+    output_quality: int
+    animated: bool = False
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image as the store keeps it."""
+
+    request_id: str
+    image_id: str
+    row: int
+    position: int
+    serial: str
+    input_url: str
+    state: ImageState
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    output_url: str | None = None
+    output_path: str | None = None
+    source_format: str | None = None
+    source_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    source_quality: int | None = None
+    output_quality: int | None = None
+    output_format: str | None = None
+    output_bytes: int | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    done: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.done - self.failed)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request_id: str
+    status: RequestStatus
+    total_images: int
+    total_rows: int
+    input_path: str
+    created_at: datetime
+    updated_at: datetime
+    webhook_url: str | None = None
+    csv_url: str | None = None
+    output_path: str | None = None
+    completed_at: datetime | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    # Final counts, written once at completion so that status of a finished request is one read.
+    final_progress: Progress | None = None
+    owner: str | None = None
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"
+    GAVE_UP = "gave_up"
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    status_code: int | None
+    error: str | None
+    succeeded: bool
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """The one webhook message of a request and every attempt to deliver it."""
+
+    request_id: str
+    message_id: str
+    url: str
+    payload: dict[str, object]
+    state: DeliveryState
+    attempts: tuple[DeliveryAttempt, ...] = ()
+    next_attempt_at: datetime | None = None
+    # Set while an attempt is under way so a duplicated task does not send it twice.
+    claimed_until: datetime | None = None
+    extra: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,172 @@
+"""The small interfaces the use cases talk to. Adapters implement them; fakes in tests do too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from shared.domain.model import (
+    CompressedImage,
+    DeliveryAttempt,
+    DeliveryState,
+    ImageJob,
+    ImageRecord,
+    ImageSlice,
+    Progress,
+    RequestRecord,
+    WebhookDelivery,
+)
+
+
+class RequestRepository(Protocol):
+    def create(self, record: RequestRecord) -> None: ...
+
+    def get(self, request_id: str) -> RequestRecord | None: ...
+
+    def settle(
+        self,
+        request_id: str,
+        *,
+        completed: bool,
+        csv_url: str | None,
+        output_path: str | None,
+        progress: Progress,
+        delivery: WebhookDelivery | None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """Move an in-progress request to completed (or failed) and create its webhook
+        delivery, atomically. Returns False, changing nothing, when the request had already
+        settled: this is what makes finalisation happen exactly once."""
+        ...
+
+
+class ImageRepository(Protocol):
+    def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
+        """Create, as pending, the images among `jobs` that do not exist yet (one commit per
+        500), and return the record of every job as it now stands."""
+        ...
+
+    def get(self, request_id: str, image_id: str) -> ImageRecord | None: ...
+
+    def start_attempt(self, request_id: str, image_id: str) -> int:
+        """Count one more attempt at the image and return the new count."""
+        ...
+
+    def record_done(
+        self,
+        request_id: str,
+        image_id: str,
+        *,
+        output_url: str,
+        output_path: str,
+        image: CompressedImage,
+        source_bytes: int,
+    ) -> None: ...
+
+    def record_failed(self, request_id: str, image_id: str, *, code: str, message: str) -> None: ...
+
+    def has_pending(self, request_id: str) -> bool: ...
+
+    def progress(self, request_id: str, total: int) -> Progress:
+        """Counts of done and failed images, read without touching any hot document."""
+        ...
+
+    def count(self, request_id: str) -> int:
+        """How many image records exist (materialised so far)."""
+        ...
+
+    def iterate(self, request_id: str) -> Iterator[ImageRecord]:
+        """Every image of the request in input order."""
+        ...
+
+    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]: ...
+
+    def last_update(self, request_id: str) -> datetime | None: ...
+
+
+class DeliveryRepository(Protocol):
+    def get(self, request_id: str) -> WebhookDelivery | None: ...
+
+    def claim(self, request_id: str, *, now: datetime, lease_seconds: float) -> WebhookDelivery | None:
+        """Atomically take the right to make the next attempt: returns the delivery when it is
+        pending, due and not claimed by someone else; None otherwise."""
+        ...
+
+    def record_attempt(
+        self,
+        request_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+    ) -> None: ...
+
+
+class BlobStore(Protocol):
+    def put_upload(self, path: str, data: bytes, content_type: str) -> None: ...
+
+    def get_upload(self, path: str) -> bytes: ...
+
+    def put_output(self, path: str, data: bytes, content_type: str) -> str:
+        """Store a result and return a URL that a plain HTTP GET can fetch."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    data: bytes
+    final_url: str
+    content_type: str | None
+
+
+class ImageFetcher(Protocol):
+    def fetch(self, url: str) -> FetchedImage:
+        """Raises ImageFailure (transient or not) when the image cannot be had."""
+        ...
+
+
+class ImageCodec(Protocol):
+    def compress(self, data: bytes) -> CompressedImage:
+        """Re-encode at half the source quality. Raises ImageFailure (never transient)."""
+        ...
+
+
+class TaskQueue(Protocol):
+    """Work to be done later, at least once: Celery locally, Cloud Tasks in production."""
+
+    def materialize(self, slices: Sequence[ImageSlice]) -> None: ...
+
+    def process(self, request_id: str, image_ids: Sequence[str]) -> None: ...
+
+    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None: ...
+
+
+class ImageEvents(Protocol):
+    """Tells the finaliser that an image reached a terminal state.
+
+    In production the Firestore trigger does this by itself, so the adapter does nothing; the
+    local profile enqueues a Celery task that runs the same finalise use case.
+    """
+
+    def image_settled(self, request_id: str, image_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status_code: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookTransport(Protocol):
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> WebhookResponse: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
