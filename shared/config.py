@@ -34,8 +34,8 @@ def parse_duration(text: str) -> float:
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     networks = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if not part:
             continue
         try:

@@ -90,7 +90,9 @@ class ImageRepository(Protocol):
 class DeliveryRepository(Protocol):
     def get(self, request_id: str) -> WebhookDelivery | None: ...
 
-    def claim(self, request_id: str, *, now: datetime, lease_seconds: float) -> WebhookDelivery | None:
+    def claim(
+        self, request_id: str, *, now: datetime, lease_seconds: float
+    ) -> WebhookDelivery | None:
         """Atomically take the right to make the next attempt: returns the delivery when it is
         pending, due and not claimed by someone else; None otherwise."""
         ...
