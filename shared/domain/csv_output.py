@@ -1,0 +1,48 @@
+"""Rendering the output CSV: the input as it came, plus the output URLs as the last column."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+from shared.domain.csv_table import ProductTable
+
+OUTPUT_COLUMN = "Output Image Urls"
+
+# What a spreadsheet runs as a formula when a cell starts with it (OWASP "CSV Injection").
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """`value`, made inert for spreadsheets: a leading quote makes it text, not a formula.
+
+    Applied to every cell, the user's own included: the output CSV is opened by people who did
+    not write the input, and a product name like =HYPERLINK(...) must not run on their machine.
+    """
+    return "'" + value if value.startswith(_FORMULA_TRIGGERS) else value
+
+
+def render_output_csv(table: ProductTable, outputs: Sequence[Sequence[str | None]]) -> bytes:
+    """The output CSV for `table`; outputs[i] holds one slot per input URL of table.rows[i].
+
+    A slot of None (that image failed) stays an empty entry, so that the n-th output URL
+    always belongs to the n-th input URL.
+    """
+    if len(outputs) != len(table.rows):
+        raise ValueError(f"{len(outputs)} output rows for {len(table.rows)} input rows")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerow([neutralise_cell(cell) for cell in (*table.header, OUTPUT_COLUMN)])
+    for row, slots in zip(table.rows, outputs, strict=True):
+        if len(slots) != len(row.urls):
+            raise ValueError(
+                f"row {row.index} (line {row.line}) has {len(row.urls)} input URLs"
+                f" but {len(slots)} output slots"
+            )
+        joined = ",".join(url or "" for url in slots)
+        writer.writerow([neutralise_cell(cell) for cell in (*row.cells, joined)])
+    # Echo the BOM only when the input had one: it is what makes Excel read UTF-8, and a
+    # user whose tools wrote none would not expect one back.
+    prefix = "\ufeff" if table.had_bom else ""
+    return (prefix + buffer.getvalue()).encode("utf-8")
