@@ -1,0 +1,576 @@
+"""The image codec: bytes of a fetched image in, the same picture at half its quality out.
+
+Everything that touches pixels is here, over Pillow. The policy decisions (SPEC "Images") are:
+
+- The bytes decide the format. Only JPEG (and MPO, which is how Pillow names camera JPEGs that
+  carry a second image), PNG, GIF, WebP, BMP, TIFF and, where this Pillow has it, AVIF are
+  opened. Pillow's other plugins never see hostile bytes: EPS could start Ghostscript, and the
+  rarer parsers are not worth the exposure for formats nobody serves as product photos.
+- The pixel cap is checked on the header, before anything is decoded.
+- JPEG sources have their quality estimated from their quantization tables, lossy WebP from
+  its VP8 quantizers (an estimate that errs upwards, see `estimate_webp_quality`). Everything
+  else, AVIF included (its quantizer sits deep in the AV1 bitstream and libavif's mapping
+  differs between encoders), counts as quality 100.
+- The output is a baseline JPEG unless the picture really uses transparency, in which case it
+  is a lossy WebP with alpha. Either way at `output_quality(source_quality)`.
+- EXIF orientation is applied; the ICC profile is kept (or, for CMYK, converted to sRGB); all
+  other metadata is dropped. Animated sources keep their first frame. Nothing is resized.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from functools import cache
+from io import BytesIO
+from typing import Final, cast
+
+import numpy as np
+from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError, features
+
+from shared.config import Limits
+from shared.domain.errors import ErrorCode, ImageFailure
+from shared.domain.model import CompressedImage
+from shared.domain.quality import (
+    LOSSLESS_SOURCE_QUALITY,
+    estimate_jpeg_quality,
+    estimate_webp_quality,
+    output_quality,
+)
+
+log = logging.getLogger(__name__)
+
+# MPO is not listed: Pillow has no opener of its own for it; the JPEG opener returns an
+# MpoImageFile when the file carries several pictures.
+ALLOWED_FORMATS: Final[tuple[str, ...]] = (
+    "JPEG",
+    "PNG",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "TIFF",
+    *(("AVIF",) if features.check("avif") else ()),
+)
+
+# The largest side a baseline JPEG can describe; WebP's is smaller still.
+JPEG_MAX_SIDE: Final = 65_500
+WEBP_MAX_SIDE: Final = 16_383
+
+# What Pillow's JpegImagePlugin.get_sampling answers for 4:4:4 (no chroma subsampling).
+_SAMPLING_444: Final = 0
+
+_ORIENTATION_TAG: Final = 0x0112
+_TRANSPOSE_FOR_ORIENTATION: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Pillow modes that carry 16 or 32 bits of grey; their full range is scaled into 8 bits.
+_WIDE_GREY_MODES: Final = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+class PillowCodec:
+    """`shared.ports.ImageCodec` over Pillow. Stateless apart from its limits: thread-safe."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._max_pixels = limits.max_image_pixels
+        # Pillow refuses, process-wide, images above 2 * MAX_IMAGE_PIXELS (89.5 M by default)
+        # and warns above it. Our own cap is checked on every image, so Pillow's must never be
+        # the stricter of the two: raise it to ours if ours is higher, never lower it (other
+        # code in the process may rely on it), and never set it per call (not thread-safe).
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and current < self._max_pixels:
+            Image.MAX_IMAGE_PIXELS = self._max_pixels
+
+    def compress(self, data: bytes) -> CompressedImage:
+        try:
+            return self._compress(data)
+        except ImageFailure:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageFailure(ErrorCode.TOO_MANY_PIXELS, str(exc)) from exc
+        except MemoryError as exc:
+            # Not the image's fault under the pixel cap, and not worth a retry either: report
+            # it as ours, permanently, instead of letting the worker die on it.
+            raise ImageFailure(ErrorCode.INTERNAL, "out of memory while decoding") from exc
+
+    def _compress(self, data: bytes) -> CompressedImage:
+        # The context manager matters only for its end: the encoder below must run while the
+        # source is still open, since a picture that needed no conversion *is* the source.
+        with _open(data) as source:
+            _check_dimensions(source.size, self._max_pixels)
+            source_format = "jpeg" if source.format in ("JPEG", "MPO") else str(source.format)
+            source_format = source_format.lower()
+            try:
+                animated = bool(getattr(source, "is_animated", False))
+            except Exception:  # a broken second frame does not spoil the first
+                animated = False
+            try:
+                # Counting frames may have walked the file; the first frame is the one kept.
+                source.seek(0)
+                source_quality = _source_quality(source, data)
+                subsampling = _subsampling_for(source)
+                picture, icc_profile = _decode(source)
+            except (ImageFailure, Image.DecompressionBombError, MemoryError):
+                raise
+            except Exception as exc:
+                # Truncated data, bad Huffman codes, CRC errors, unknown compression...
+                # every decoder error is the file's fault, and permanent.
+                raise ImageFailure(
+                    ErrorCode.CORRUPT_IMAGE, f"the {source_format} data cannot be decoded: {exc}"
+                ) from exc
+
+            quality = output_quality(source_quality)
+            encoded, output_format = _encode(picture, quality, icc_profile, subsampling)
+        return CompressedImage(
+            data=encoded,
+            output_format=output_format,
+            content_type=f"image/{output_format}",
+            extension="jpg" if output_format == "jpeg" else output_format,
+            width=picture.width,
+            height=picture.height,
+            source_format=source_format,
+            source_quality=source_quality,
+            output_quality=quality,
+            animated=animated,
+        )
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def _open(data: bytes) -> Image.Image:
+    """Identify the bytes among the allowed formats, reading headers only."""
+    try:
+        # BytesIO over bytes shares the buffer until written to: no copy of the download.
+        return Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        pass
+    except Image.DecompressionBombError:
+        raise
+    except Exception as exc:
+        # A plugin accepted the signature, then choked on the header.
+        raise ImageFailure(ErrorCode.CORRUPT_IMAGE, f"unreadable image header: {exc}") from exc
+
+    claimed = _allowed_signature(data)
+    if claimed is not None:
+        raise ImageFailure(ErrorCode.CORRUPT_IMAGE, f"starts like a {claimed} but is not one")
+    other = _unsupported_signature(data)
+    if other is not None:
+        raise ImageFailure(ErrorCode.UNSUPPORTED_FORMAT, f"{other} is not a supported format")
+    raise ImageFailure(ErrorCode.NOT_AN_IMAGE, "the data is not an image")
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """Major and compatible brands of an ISO-BMFF file (AVIF, HEIF, ...), or none."""
+    if data[4:8] != b"ftyp" or len(data) < 16:
+        return set()
+    size = min(int.from_bytes(data[0:4], "big"), len(data), 4096)
+    return {data[8:12]} | {data[i : i + 4] for i in range(16, size - 3, 4)}
+
+
+def _allowed_signature(data: bytes) -> str | None:
+    """The allowed format the bytes claim to be, if any: such bytes are a broken image."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WebP"
+    # "BM" alone is too common a start for text; require a known BMP info-header size.
+    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") in {
+        12,
+        16,
+        40,
+        52,
+        56,
+        64,
+        108,
+        124,
+    }:
+        return "BMP"
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if "AVIF" in ALLOWED_FORMATS and _ftyp_brands(data) & {b"avif", b"avis"}:
+        return "AVIF"
+    return None
+
+
+# Signatures of image (and image-like) formats that are recognised but refused, so that the
+# user is told "unsupported" rather than "not an image". Checked only after the allowed formats
+# failed, and without running any parser.
+_UNSUPPORTED_PREFIXES: Final[tuple[tuple[bytes, str], ...]] = (
+    (b"%PDF-", "PDF"),
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"icns", "ICNS"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (b"II\xbc", "JPEG XR"),
+    (b"qoif", "QOI"),
+    (b"DDS ", "DDS"),
+    (b"gimp xcf", "XCF"),
+    (b"\xd7\xcd\xc6\x9a", "WMF"),
+    (b"#?RADIANCE", "Radiance HDR"),
+    (b"#?RGBE", "Radiance HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"BPG\xfb", "BPG"),
+    (b"FLIF", "FLIF"),
+    (b"SIMPLE  =", "FITS"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"),
+    (b"\x01\xda", "SGI"),
+)
+_HEIF_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+_NETPBM_MAGIC: Final = frozenset(b"1234567")
+_SVG_SNIFF_BYTES: Final = 4096
+
+
+def _unsupported_signature(data: bytes) -> str | None:
+    for prefix, name in _UNSUPPORTED_PREFIXES:
+        if data.startswith(prefix):
+            return name
+    if data.startswith(b"RIFF") and data[8:12] == b"ACON":
+        return "animated cursor"
+    brands = _ftyp_brands(data)
+    if brands & {b"avif", b"avis"}:
+        return "AVIF"  # this Pillow was built without it
+    if brands & _HEIF_BRANDS:
+        return "HEIF/HEIC"
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    if data.startswith(b"FORM") and data[8:12] in (b"ILBM", b"PBM "):
+        return "IFF"
+    # Netpbm: "P1".."P7" followed by whitespace.
+    if len(data) > 2 and data[0:1] == b"P" and data[1] in _NETPBM_MAGIC and data[2] in b" \t\r\n":
+        return "Netpbm"
+    head = data[:_SVG_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<svg") or (
+        head.startswith((b"<?xml", b"<!doctype svg", b"<!--"))
+        and b"<svg" in head
+        and b"<html" not in head
+    ):
+        return "SVG"
+    return None
+
+
+def _check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageFailure(
+            ErrorCode.TOO_MANY_PIXELS,
+            f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,}",
+        )
+    if max(width, height) > JPEG_MAX_SIDE:
+        raise ImageFailure(
+            ErrorCode.TOO_MANY_PIXELS,
+            f"{width}x{height} has a side longer than the {JPEG_MAX_SIDE:,} pixels JPEG allows",
+        )
+
+
+# --------------------------------------------------------------------------- source quality
+
+
+def _source_quality(source: Image.Image, data: bytes) -> int:
+    if source.format in ("JPEG", "MPO"):
+        return estimate_jpeg_quality(getattr(source, "quantization", {}))
+    if source.format == "WEBP":
+        frame = _vp8_frame_quantizers(data)
+        if frame is not None:
+            quantizers, uv_dc_delta = frame
+            return estimate_webp_quality(quantizers, uv_dc_delta=uv_dc_delta)
+    return LOSSLESS_SOURCE_QUALITY
+
+
+def _vp8_frame_quantizers(data: bytes) -> tuple[list[int], int] | None:
+    """Segment quantizers and chroma DC delta of a WebP's first frame, None when lossless.
+
+    Also None when the header cannot be read, which leaves the source at quality 100: the
+    image decoded, so our reading of it is at fault and the safe side is the higher quality.
+    """
+    try:
+        chunk = _first_image_chunk(data, 12, len(data))
+        if chunk is None or chunk[0] != b"VP8 ":
+            return None
+        return _read_vp8_header(chunk[1])
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+_VP8_HEADER_BYTES: Final = 512
+
+
+def _first_image_chunk(data: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
+    """The first VP8/VP8L chunk of a RIFF WebP, looking inside the first animation frame."""
+    position = start
+    while position + 8 <= end:
+        tag = data[position : position + 4]
+        (size,) = struct.unpack("<I", data[position + 4 : position + 8])
+        body_start, body_end = position + 8, min(position + 8 + size, end)
+        if tag in (b"VP8 ", b"VP8L"):
+            # The frame header needs a few dozen bytes; no need to copy the whole bitstream.
+            return tag, data[body_start : min(body_end, body_start + _VP8_HEADER_BYTES)]
+        if tag == b"ANMF":
+            # 16 bytes of frame geometry and timing, then the frame's own chunks.
+            return _first_image_chunk(data, body_start + 16, body_end)
+        position = body_start + size + (size & 1)
+    return None
+
+
+class _BoolDecoder:
+    """The boolean entropy decoder of VP8 (RFC 6386, section 7), enough to read a header."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._position = 2
+        self._value = (data[0] << 8) | data[1]
+        self._range = 255
+        self._bit_count = 0
+
+    def bit(self, probability: int = 128) -> int:
+        split = 1 + (((self._range - 1) * probability) >> 8)
+        big_split = split << 8
+        if self._value >= big_split:
+            result = 1
+            self._range -= split
+            self._value -= big_split
+        else:
+            result = 0
+            self._range = split
+        while self._range < 128:
+            self._value <<= 1
+            self._range <<= 1
+            self._bit_count += 1
+            if self._bit_count == 8:
+                self._bit_count = 0
+                if self._position < len(self._data):
+                    self._value |= self._data[self._position]
+                    self._position += 1
+        return result
+
+    def literal(self, bits: int) -> int:
+        value = 0
+        for _ in range(bits):
+            value = (value << 1) | self.bit()
+        return value
+
+    def signed(self, bits: int) -> int:
+        value = self.literal(bits)
+        return -value if self.bit() else value
+
+    def optional_signed(self, bits: int) -> int:
+        return self.signed(bits) if self.bit() else 0
+
+
+_VP8_SEGMENTS = 4
+
+
+def _read_vp8_header(frame: bytes) -> tuple[list[int], int] | None:
+    """Walk a VP8 key frame header (RFC 6386, 9.2 to 9.6) up to its quantizer indices."""
+    if len(frame) < 12 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
+        return None  # not a key frame: cannot be the first frame of a still WebP
+    header = _BoolDecoder(frame[10:])
+    header.literal(2)  # colour space, clamping type
+    segment_quantizers: list[int] | None = None
+    absolute = True
+    if header.bit():  # segmentation enabled
+        update_map = header.bit()
+        if header.bit():  # segment feature data follows
+            absolute = bool(header.bit())
+            segment_quantizers = [header.optional_signed(7) for _ in range(_VP8_SEGMENTS)]
+            for _ in range(_VP8_SEGMENTS):
+                header.optional_signed(6)  # loop filter level per segment
+        if update_map:
+            for _ in range(3):
+                if header.bit():
+                    header.literal(8)  # segment tree probabilities
+    header.literal(1 + 6 + 3)  # filter type, loop filter level, sharpness
+    if header.bit() and header.bit():  # loop filter deltas enabled and updated
+        for _ in range(8):
+            header.optional_signed(6)
+    header.literal(2)  # log2 of the number of DCT partitions
+    base = header.literal(7)  # y_ac_qi
+    # Deltas of y_dc, y2_dc, y2_ac, uv_dc and uv_ac, in that order.
+    uv_dc = [header.optional_signed(4) for _ in range(5)][3]
+    if segment_quantizers is None:
+        return [base], uv_dc
+    if not absolute:
+        segment_quantizers = [max(0, min(127, base + delta)) for delta in segment_quantizers]
+    return segment_quantizers, uv_dc
+
+
+def _subsampling_for(source: Image.Image) -> str:
+    # Pillow's default is 4:2:0; a source that spent the bytes on full-resolution colour (often
+    # red text or fine coloured patterns) keeps 4:4:4 so that halving its quality does not also
+    # smear its colours.
+    if (
+        isinstance(source, JpegImagePlugin.JpegImageFile)
+        and JpegImagePlugin.get_sampling(source) == _SAMPLING_444
+    ):
+        return "4:4:4"
+    return "4:2:0"
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _decode(source: Image.Image) -> tuple[Image.Image, bytes | None]:
+    """Decode the first frame into L, RGB or RGBA, upright, with the ICC profile that fits it."""
+    icc_profile = source.info.get("icc_profile") or None
+    source.load()
+    # After load: a PNG may keep its eXIf chunk after the pixel data.
+    orientation = _orientation(source)
+
+    picture, icc_profile = _normalise_mode(source, icc_profile)
+    transpose = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    if transpose is not None:
+        picture = picture.transpose(transpose)
+    if icc_profile is not None and _icc_colour_space(icc_profile) != _ICC_SPACE_FOR_MODE.get(
+        picture.mode
+    ):
+        # A grey profile on a picture that had to become RGB (grey with transparency), or any
+        # profile that does not describe the pixels it would travel with, would make viewers
+        # misrender the picture; no profile (sRGB assumed) is the lesser evil.
+        icc_profile = None
+    return picture, icc_profile
+
+
+def _orientation(source: Image.Image) -> int:
+    try:
+        value = source.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # broken EXIF is not a broken picture: show it as stored
+        log.debug("unreadable EXIF ignored", exc_info=True)
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+_ICC_SPACE_FOR_MODE: Final = {"L": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB "}
+
+
+def _icc_colour_space(profile: bytes) -> bytes:
+    # Bytes 16..19 of every ICC profile header name the colour space of its device side.
+    return profile[16:20]
+
+
+_GREY_MODES: Final = frozenset({"1", "L", "LA", "La"})
+
+
+def _normalise_mode(picture: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Bring any decoded mode to L, RGB or RGBA; alpha only where some pixel uses it."""
+    mode = picture.mode
+    if mode in _WIDE_GREY_MODES:
+        return _scale_wide_grey(picture), icc
+    if mode == "CMYK":
+        return _cmyk_to_rgb(picture, icc)
+    if mode == "F":
+        # 32-bit float (TIFF) has no agreed range; Pillow's conversion clips it to 0..255.
+        return picture.convert("L"), icc
+    grey = mode in _GREY_MODES
+    try:
+        if not picture.has_transparency_data:
+            if mode in ("L", "RGB"):
+                return picture, icc
+            return picture.convert("L" if grey else "RGB"), icc  # 1, P, RGBX, YCbCr, LAB...
+        # An alpha channel that is 255 everywhere, or a palette/tRNS transparency that no pixel
+        # uses, is not transparency: such pictures become JPEGs like any other.
+        with_alpha = picture.convert("LA" if grey else "RGBA")  # also un-premultiplies La/RGBa
+        if not _uses_alpha(with_alpha):
+            return with_alpha.convert("L" if grey else "RGB"), icc
+        # WebP has no grey-with-alpha; such pictures travel as RGBA.
+        return (with_alpha.convert("RGBA") if grey else with_alpha), icc
+    except ValueError as exc:
+        raise ImageFailure(
+            ErrorCode.UNSUPPORTED_FORMAT, f"pixels in mode {mode} are not supported"
+        ) from exc
+
+
+def _uses_alpha(picture: Image.Image) -> bool:
+    # getextrema works band by band in C, without copying the alpha band out.
+    # Only called on LA and RGBA pictures, so extrema come per band, alpha last.
+    *_, (alpha_min, _alpha_max) = cast("tuple[tuple[int, int], ...]", picture.getextrema())
+    return alpha_min < 255
+
+
+def _scale_wide_grey(picture: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values to 255, turning anything above 1/256 of full
+    # scale white. Keep the high byte instead, as Pillow itself does for 16-bit RGB.
+    samples = np.asarray(picture)
+    if picture.mode == "I":
+        # 32-bit grey is how 16-bit PNGs and TIFFs came out of older Pillows; read it as such.
+        samples = np.clip(samples, 0, 0xFFFF)
+    return Image.fromarray((samples >> 8).astype(np.uint8), mode="L")
+
+
+@cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _cmyk_to_rgb(picture: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    # CMYK values only mean a colour through the press profile they were separated for. With
+    # that profile, convert properly and tag the result sRGB; without one (or with one that
+    # littleCMS rejects), Pillow's naive formula is the best available guess, left untagged.
+    if icc is not None and _icc_colour_space(icc) == b"CMYK":
+        try:
+            converted = ImageCms.profileToProfile(
+                picture,
+                ImageCms.ImageCmsProfile(BytesIO(icc)),
+                _srgb_profile(),
+                renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                outputMode="RGB",
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            log.info("CMYK ICC profile unusable; converting without it", exc_info=True)
+        else:
+            if converted is not None:
+                return converted, _srgb_profile().tobytes()
+    return picture.convert("RGB"), None
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _encode(
+    picture: Image.Image, quality: int, icc_profile: bytes | None, subsampling: str
+) -> tuple[bytes, str]:
+    # A fresh info dict: Pillow's JPEG writer falls back to picture.info for some metadata
+    # (the COM comment), and nothing from the source but the ICC profile may reach the output.
+    picture.info = {}
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
+    if picture.mode == "RGBA" and max(picture.size) > WEBP_MAX_SIDE:
+        # WebP cannot be this large; flattening onto white keeps the picture deliverable as a
+        # JPEG, which beats failing an image that is within every limit we announce.
+        flat = Image.new("RGB", picture.size, "white")
+        flat.paste(picture, mask=picture.getchannel("A"))
+        picture = flat
+    output = BytesIO()
+    try:
+        if picture.mode == "RGBA":
+            picture.save(output, "WEBP", quality=quality, method=4, exact=False, **extra)
+            return output.getvalue(), "webp"
+        # Baseline, not optimised: the fast path. Speed and size are tuned separately.
+        picture.save(
+            output,
+            "JPEG",
+            quality=quality,
+            optimize=False,
+            progressive=False,
+            subsampling=subsampling,
+            **extra,
+        )
+        return output.getvalue(), "jpeg"
+    except (OSError, ValueError) as exc:
+        raise ImageFailure(ErrorCode.INTERNAL, f"encoding failed: {exc}") from exc
