@@ -90,7 +90,9 @@ class Settings:
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     # How many times one image is tried before it fails for good (transient errors only).
     image_max_attempts: int = 5
-    webhook_secret: str | None = None
+    # Several secrets (space-separated in WEBHOOK_SECRET) sign every message at once, so a
+    # receiver can move to a new secret before the old one is retired.
+    webhook_secrets: tuple[str, ...] = ()
     default_webhook_url: str | None = None
     webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
     webhook_timeout: float = 10.0
@@ -149,9 +151,9 @@ class Settings:
             retry_backoff=duration("FETCH_RETRY_BACKOFF", d.fetch.retry_backoff),
         )
         schedule = get("WEBHOOK_RETRY_SCHEDULE")
-        secret = get("WEBHOOK_SECRET")
-        if secret is not None and not secret.startswith("whsec_"):
-            raise ConfigError("WEBHOOK_SECRET must look like whsec_<base64>")
+        secrets = tuple((get("WEBHOOK_SECRET", "") or "").split())
+        if any(not secret.startswith("whsec_") for secret in secrets):
+            raise ConfigError("WEBHOOK_SECRET must look like whsec_<base64> (space-separated)")
         mode = get("OUTPUT_URL_MODE", d.output_url_mode) or d.output_url_mode
         if mode not in ("public", "signed"):
             raise ConfigError("OUTPUT_URL_MODE must be 'public' or 'signed'")
@@ -169,7 +171,7 @@ class Settings:
             limits=limits,
             fetch=fetch,
             image_max_attempts=int(num("IMAGE_MAX_ATTEMPTS", d.image_max_attempts)),
-            webhook_secret=secret,
+            webhook_secrets=secrets,
             default_webhook_url=get("DEFAULT_WEBHOOK_URL"),
             webhook_retry_schedule=(
                 tuple(parse_duration(p) for p in schedule.split(",") if p.strip())

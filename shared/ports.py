@@ -43,6 +43,15 @@ class RequestRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One try at an image. `version` is the store's marker of the write that started it; the
+    result is recorded only if nobody else wrote the image meanwhile (or it is still pending)."""
+
+    number: int
+    version: object | None = None
+
+
 class ImageRepository(Protocol):
     def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
         """Create, as pending, the images among `jobs` that do not exist yet (one commit per
@@ -51,12 +60,13 @@ class ImageRepository(Protocol):
 
     def get(self, request_id: str, image_id: str) -> ImageRecord | None: ...
 
-    def start_attempt(self, request_id: str, image_id: str) -> int:
-        """Count one more attempt at the image and return the new count."""
+    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
+        """Count one more attempt at the image."""
         ...
 
     def record_done(
         self,
+        attempt: Attempt,
         request_id: str,
         image_id: str,
         *,
@@ -66,7 +76,11 @@ class ImageRepository(Protocol):
         source_bytes: int,
     ) -> None: ...
 
-    def record_failed(self, request_id: str, image_id: str, *, code: str, message: str) -> None: ...
+    def record_failed(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        """Like record_done: a result already recorded by a duplicate task stands."""
+        ...
 
     def has_pending(self, request_id: str) -> bool: ...
 
@@ -107,10 +121,16 @@ class DeliveryRepository(Protocol):
     ) -> None: ...
 
 
+class BlobMissing(LookupError):
+    """The object asked for does not exist."""
+
+
 class BlobStore(Protocol):
     def put_upload(self, path: str, data: bytes, content_type: str) -> None: ...
 
-    def get_upload(self, path: str) -> bytes: ...
+    def get_upload(self, path: str) -> bytes:
+        """Raises BlobMissing when there is no such upload."""
+        ...
 
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         """Store a result and return a URL that a plain HTTP GET can fetch."""
@@ -172,3 +192,10 @@ class WebhookTransport(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class UrlGuard(Protocol):
+    def check_url(self, url: str) -> object:
+        """Raise ImageFailure when the URL may not be contacted (scheme, credentials,
+        blocked or unresolvable address)."""
+        ...

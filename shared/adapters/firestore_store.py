@@ -1,0 +1,432 @@
+"""Requests, images and webhook deliveries in Firestore.
+
+Layout (the Firestore trigger in production watches the `images` documents):
+
+    requests/{request_id}                          one per request, written a handful of times
+    requests/{request_id}/images/{image_id}        one per input URL
+    requests/{request_id}/notifications/webhook    the request's one webhook message
+
+Progress is never counted into the request document: every image writes only its own
+document and the counts are read with aggregation queries. That keeps every document under
+Firestore's sustained one-write-per-second guidance whatever the size of the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.domain.model import (
+    CompressedImage,
+    DeliveryAttempt,
+    DeliveryState,
+    ImageJob,
+    ImageRecord,
+    ImageState,
+    Progress,
+    RequestRecord,
+    RequestStatus,
+    WebhookDelivery,
+)
+from shared.ports import Attempt, Clock
+
+REQUESTS = "requests"
+IMAGES = "images"
+NOTIFICATIONS = "notifications"
+WEBHOOK_DOC = "webhook"
+# Firestore refuses more than 500 writes in one commit.
+MAX_BATCH = 500
+# Documents read per page when walking a whole request (keeps each RPC short).
+PAGE = 1000
+
+
+def _request_from(data: dict[str, Any]) -> RequestRecord:
+    final = data.get("final_progress")
+    return RequestRecord(
+        request_id=data["request_id"],
+        status=RequestStatus(data["status"]),
+        total_images=data["total_images"],
+        total_rows=data["total_rows"],
+        input_path=data["input_path"],
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        webhook_url=data.get("webhook_url"),
+        csv_url=data.get("csv_url"),
+        output_path=data.get("output_path"),
+        completed_at=data.get("completed_at"),
+        error_code=data.get("error_code"),
+        error_message=data.get("error_message"),
+        final_progress=Progress(**final) if final else None,
+        owner=data.get("owner"),
+    )
+
+
+def _image_from(data: dict[str, Any]) -> ImageRecord:
+    return ImageRecord(
+        request_id=data["request_id"],
+        image_id=data["image_id"],
+        row=data["row"],
+        position=data["position"],
+        serial=data["serial"],
+        input_url=data["input_url"],
+        state=ImageState(data["state"]),
+        attempts=data.get("attempts", 0),
+        error_code=data.get("error_code"),
+        error_message=data.get("error_message"),
+        output_url=data.get("output_url"),
+        output_path=data.get("output_path"),
+        source_format=data.get("source_format"),
+        source_bytes=data.get("source_bytes"),
+        width=data.get("width"),
+        height=data.get("height"),
+        source_quality=data.get("source_quality"),
+        output_quality=data.get("output_quality"),
+        output_format=data.get("output_format"),
+        output_bytes=data.get("output_bytes"),
+        updated_at=data.get("updated_at"),
+    )
+
+
+def _attempt_to(attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at": attempt.started_at,
+        "finished_at": attempt.finished_at,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "succeeded": attempt.succeeded,
+    }
+
+
+def _delivery_from(data: dict[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        request_id=data["request_id"],
+        message_id=data["message_id"],
+        url=data["url"],
+        payload=data["payload"],
+        state=DeliveryState(data["state"]),
+        attempts=tuple(DeliveryAttempt(**a) for a in data.get("attempts", [])),
+        next_attempt_at=data.get("next_attempt_at"),
+        claimed_until=data.get("claimed_until"),
+    )
+
+
+class FirestoreRequests:
+    def __init__(self, client: firestore.Client, clock: Clock) -> None:
+        self._db = client
+        self._clock = clock
+
+    def _ref(self, request_id: str) -> Any:
+        return self._db.collection(REQUESTS).document(request_id)
+
+    def create(self, record: RequestRecord) -> None:
+        self._ref(record.request_id).create(
+            {
+                "request_id": record.request_id,
+                "status": record.status.value,
+                "total_images": record.total_images,
+                "total_rows": record.total_rows,
+                "input_path": record.input_path,
+                "created_at": record.created_at,
+                "updated_at": record.updated_at,
+                "webhook_url": record.webhook_url,
+                "owner": record.owner,
+            }
+        )
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        snap = self._ref(request_id).get()
+        return _request_from(snap.to_dict()) if snap.exists else None
+
+    def settle(
+        self,
+        request_id: str,
+        *,
+        completed: bool,
+        csv_url: str | None,
+        output_path: str | None,
+        progress: Progress,
+        delivery: WebhookDelivery | None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        ref = self._ref(request_id)
+        now = self._clock.now()
+        status = RequestStatus.COMPLETED if completed else RequestStatus.FAILED
+
+        @firestore.transactional
+        def settle_once(tx: Any) -> bool:
+            snap = ref.get(transaction=tx)
+            if not snap.exists or snap.get("status") != RequestStatus.IN_PROGRESS.value:
+                return False
+            tx.update(
+                ref,
+                {
+                    "status": status.value,
+                    "csv_url": csv_url,
+                    "output_path": output_path,
+                    "completed_at": now,
+                    "updated_at": now,
+                    "error_code": error_code,
+                    "error_message": error_message,
+                    "final_progress": {
+                        "total": progress.total,
+                        "done": progress.done,
+                        "failed": progress.failed,
+                    },
+                },
+            )
+            if delivery is not None:
+                tx.set(
+                    ref.collection(NOTIFICATIONS).document(WEBHOOK_DOC),
+                    {
+                        "request_id": delivery.request_id,
+                        "message_id": delivery.message_id,
+                        "url": delivery.url,
+                        "payload": delivery.payload,
+                        "state": delivery.state.value,
+                        "attempts": [],
+                        "next_attempt_at": delivery.next_attempt_at,
+                        "claimed_until": None,
+                    },
+                )
+            return True
+
+        result: bool = settle_once(self._db.transaction())
+        return result
+
+
+class FirestoreImages:
+    def __init__(self, client: firestore.Client, clock: Clock) -> None:
+        self._db = client
+        self._clock = clock
+
+    def _collection(self, request_id: str) -> Any:
+        return self._db.collection(REQUESTS).document(request_id).collection(IMAGES)
+
+    def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
+        records: list[ImageRecord] = []
+        for start in range(0, len(jobs), MAX_BATCH):
+            records.extend(self._create_chunk(jobs[start : start + MAX_BATCH]))
+        return records
+
+    def _create_chunk(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
+        if not jobs:
+            return []
+        collection = self._collection(jobs[0].request_id)
+        refs = [collection.document(job.image_id) for job in jobs]
+        # At-least-once delivery means the same slice may be materialised twice, perhaps
+        # concurrently: read first, create what is missing, and if a concurrent copy won
+        # the race (the batch's create fails as a whole) read again.
+        for _ in range(3):
+            existing = {
+                snap.id: _image_from(snap.to_dict() or {})
+                for snap in self._db.get_all(refs)
+                if snap.exists
+            }
+            missing = [
+                (ref, job) for ref, job in zip(refs, jobs, strict=True) if ref.id not in existing
+            ]
+            if not missing:
+                return [existing[ref.id] for ref in refs]
+            now = self._clock.now()
+            batch = self._db.batch()
+            created: dict[str, ImageRecord] = {}
+            for ref, job in missing:
+                data = {
+                    "request_id": job.request_id,
+                    "image_id": job.image_id,
+                    "row": job.row,
+                    "position": job.position,
+                    "serial": job.serial,
+                    "input_url": job.url,
+                    "state": ImageState.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                batch.create(ref, data)
+                created[ref.id] = _image_from(data)
+            try:
+                batch.commit()
+            except gexc.Conflict:
+                continue
+            existing.update(created)
+            return [existing[ref.id] for ref in refs]
+        raise RuntimeError("could not materialise images: concurrent writers kept conflicting")
+
+    def get(self, request_id: str, image_id: str) -> ImageRecord | None:
+        snap = self._collection(request_id).document(image_id).get()
+        return _image_from(snap.to_dict()) if snap.exists else None
+
+    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
+        ref = self._collection(request_id).document(image_id)
+        snap = ref.get()
+        result = ref.update({"attempts": firestore.Increment(1), "updated_at": self._clock.now()})
+        # The update time of this write is the precondition of the result's write, so that a
+        # duplicated task never overwrites a result another copy already recorded.
+        return Attempt(number=int(snap.get("attempts") or 0) + 1, version=result.update_time)
+
+    def _record_terminal(
+        self, attempt: Attempt, request_id: str, image_id: str, fields: dict[str, Any]
+    ) -> None:
+        ref = self._collection(request_id).document(image_id)
+        fields = {**fields, "updated_at": self._clock.now()}
+        if attempt.version is not None:
+            try:
+                ref.update(fields, option=self._db.write_option(last_update_time=attempt.version))
+                return
+            except gexc.FailedPrecondition:
+                pass  # someone else wrote meanwhile: see below
+        snap = ref.get()
+        if snap.exists and ImageState(snap.get("state")).terminal:
+            return  # a duplicate task already recorded a result; the first one stands
+        ref.update(fields)
+
+    def record_done(
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        *,
+        output_url: str,
+        output_path: str,
+        image: CompressedImage,
+        source_bytes: int,
+    ) -> None:
+        self._record_terminal(
+            attempt,
+            request_id,
+            image_id,
+            {
+                "state": ImageState.DONE.value,
+                "output_url": output_url,
+                "output_path": output_path,
+                "source_format": image.source_format,
+                "source_bytes": source_bytes,
+                "width": image.width,
+                "height": image.height,
+                "source_quality": image.source_quality,
+                "output_quality": image.output_quality,
+                "output_format": image.output_format,
+                "output_bytes": len(image.data),
+                "animated": image.animated,
+                "error_code": None,
+                "error_message": None,
+            },
+        )
+
+    def record_failed(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        self._record_terminal(
+            attempt,
+            request_id,
+            image_id,
+            {"state": ImageState.FAILED.value, "error_code": code, "error_message": message},
+        )
+
+    def _where_state(self, request_id: str, state: ImageState) -> Any:
+        return self._collection(request_id).where(filter=FieldFilter("state", "==", state.value))
+
+    def has_pending(self, request_id: str) -> bool:
+        return bool(self._where_state(request_id, ImageState.PENDING).limit(1).get())
+
+    def _count(self, query: Any) -> int:
+        result = query.count().get()
+        return int(result[0][0].value)
+
+    def progress(self, request_id: str, total: int) -> Progress:
+        return Progress(
+            total=total,
+            done=self._count(self._where_state(request_id, ImageState.DONE)),
+            failed=self._count(self._where_state(request_id, ImageState.FAILED)),
+        )
+
+    def count(self, request_id: str) -> int:
+        return self._count(self._collection(request_id))
+
+    def iterate(self, request_id: str) -> Iterator[ImageRecord]:
+        after: str | None = None
+        while True:
+            page = self.page(request_id, after=after, limit=PAGE)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].image_id
+
+    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+        collection = self._collection(request_id)
+        query = collection.order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after([collection.document(after)])
+        return [_image_from(snap.to_dict()) for snap in query.get()]
+
+    def last_update(self, request_id: str) -> datetime | None:
+        query = self._collection(request_id).order_by(
+            "updated_at", direction=firestore.Query.DESCENDING
+        )
+        snaps = query.limit(1).get()
+        return snaps[0].get("updated_at") if snaps else None
+
+
+class FirestoreDeliveries:
+    def __init__(self, client: firestore.Client) -> None:
+        self._db = client
+
+    def _ref(self, request_id: str) -> Any:
+        return (
+            self._db.collection(REQUESTS)
+            .document(request_id)
+            .collection(NOTIFICATIONS)
+            .document(WEBHOOK_DOC)
+        )
+
+    def get(self, request_id: str) -> WebhookDelivery | None:
+        snap = self._ref(request_id).get()
+        return _delivery_from(snap.to_dict()) if snap.exists else None
+
+    def claim(
+        self, request_id: str, *, now: datetime, lease_seconds: float
+    ) -> WebhookDelivery | None:
+        ref = self._ref(request_id)
+
+        @firestore.transactional
+        def claim_once(tx: Any) -> WebhookDelivery | None:
+            snap = ref.get(transaction=tx)
+            if not snap.exists:
+                return None
+            delivery = _delivery_from(snap.to_dict())
+            if delivery.state is not DeliveryState.PENDING:
+                return None
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                return None
+            if delivery.claimed_until is not None and delivery.claimed_until > now:
+                return None
+            tx.update(ref, {"claimed_until": now + timedelta(seconds=lease_seconds)})
+            return delivery
+
+        result: WebhookDelivery | None = claim_once(self._db.transaction())
+        return result
+
+    def record_attempt(
+        self,
+        request_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        self._ref(request_id).update(
+            {
+                "attempts": firestore.ArrayUnion([_attempt_to(attempt)]),
+                "state": state.value,
+                "next_attempt_at": next_attempt_at,
+                "claimed_until": None,
+            }
+        )

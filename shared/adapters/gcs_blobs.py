@@ -1,0 +1,96 @@
+"""Uploaded CSVs and results in Cloud Storage (or the gcp-storage-emulator locally).
+
+Two buckets: uploads are private (they are the client's data and only the service reads
+them back); outputs are what clients fetch, by public object URL or V4 signed URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from google.api_core import exceptions as gexc
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from shared.domain.errors import ErrorCode, ImageFailure
+from shared.ports import BlobMissing
+
+PUBLIC_HOST = "https://storage.googleapis.com"
+# Outputs never change once written (a retry writes identical bytes to the same name).
+OUTPUT_CACHE_CONTROL = "public, max-age=86400"
+
+
+class GcsBlobStore:
+    def __init__(
+        self,
+        client: storage.Client,
+        *,
+        uploads_bucket: str,
+        outputs_bucket: str,
+        url_mode: str = "public",
+        signed_url_ttl: float = 7 * 86400,
+        emulator_host: str | None = None,
+    ) -> None:
+        self._client = client
+        self._uploads = client.bucket(uploads_bucket)
+        self._outputs = client.bucket(outputs_bucket)
+        self._url_mode = url_mode
+        self._ttl = timedelta(seconds=signed_url_ttl)
+        self._public_host = (
+            _with_scheme(emulator_host).rstrip("/") if emulator_host else PUBLIC_HOST
+        )
+
+    def put_upload(self, path: str, data: bytes, content_type: str) -> None:
+        self._uploads.blob(path).upload_from_string(data, content_type=content_type)
+
+    def get_upload(self, path: str) -> bytes:
+        try:
+            data: bytes = self._uploads.blob(path).download_as_bytes()
+        except gexc.NotFound as exc:
+            raise BlobMissing(path) from exc
+        return data
+
+    def put_output(self, path: str, data: bytes, content_type: str) -> str:
+        blob = self._outputs.blob(path)
+        blob.cache_control = OUTPUT_CACHE_CONTROL
+        try:
+            blob.upload_from_string(data, content_type=content_type)
+        except (gexc.GoogleAPICallError, OSError) as exc:
+            # Storage hiccups are worth a retry of the image, not a failed image.
+            raise ImageFailure(
+                ErrorCode.STORAGE_ERROR, f"could not store the result: {exc}", transient=True
+            ) from exc
+        return self.url_of(path)
+
+    def url_of(self, path: str) -> str:
+        if self._url_mode == "signed":
+            return self._signed_url(path)
+        return f"{self._public_host}/{self._outputs.name}/{quote(path)}"
+
+    def _signed_url(self, path: str) -> str:
+        blob = self._outputs.blob(path)
+        credentials: Any = self._client._credentials
+        kwargs: dict[str, Any] = {"version": "v4", "expiration": self._ttl, "method": "GET"}
+        if not hasattr(credentials, "sign_bytes"):
+            # Cloud Functions' default credentials hold no private key: sign through the
+            # IAM signBlob API with the function's own service account instead.
+            import google.auth.transport.requests
+
+            credentials.refresh(google.auth.transport.requests.Request())
+            kwargs["service_account_email"] = credentials.service_account_email
+            kwargs["access_token"] = credentials.token
+        url: str = blob.generate_signed_url(**kwargs)
+        return url
+
+    def ensure_buckets(self) -> None:
+        """Create both buckets if missing. Only for emulators: production buckets are made
+        by deploy.sh with their IAM, never implicitly by the service."""
+        for bucket in (self._uploads, self._outputs):
+            with contextlib.suppress(gexc.Conflict):
+                self._client.create_bucket(bucket.name)
+
+
+def _with_scheme(host: str) -> str:
+    return host if "://" in host else f"http://{host}"

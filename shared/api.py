@@ -1,0 +1,244 @@
+"""The HTTP API's answers, independent of the web framework.
+
+The local gateway (Flask) and the Cloud Functions (functions-framework, also Flask underneath)
+decode a request into plain values, call one function here, and send back the ApiResponse. So
+both profiles answer byte for byte the same, and the JSON shapes live in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.domain.csv_table import CsvInvalid
+from shared.domain.model import DeliveryAttempt, ImageRecord, WebhookDelivery, is_request_id
+from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_upload
+from shared.usecases.report_status import (
+    DEFAULT_PAGE,
+    StatusReport,
+    UnknownRequest,
+    report_status,
+)
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+# Content types browsers and HTTP clients put on a CSV file part. Anything else that declares
+# itself (an image, a PDF, a zip) is refused with 415 before we try to parse it.
+CSV_CONTENT_TYPES = frozenset(
+    {
+        "text/csv",
+        "application/csv",
+        "text/plain",
+        "text/comma-separated-values",
+        "application/vnd.ms-excel",
+        "application/octet-stream",
+        "",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+def error(
+    status: int, code: str, message: str, details: list[Any] | None = None, **extra: Any
+) -> ApiResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "details": details or []}
+    body.update(extra)
+    return ApiResponse(status, {"error": body})
+
+
+def internal_error(context: str) -> ApiResponse:
+    """A 500 whose body carries an id that leads to the logged stack trace, nothing more."""
+    error_id = uuid.uuid4().hex[:16]
+    log.exception("%s failed; error id %s", context, error_id)
+    return error(500, "internal", f"internal error, id {error_id}", error_id=error_id)
+
+
+def too_large(limit: int) -> ApiResponse:
+    return error(413, "payload_too_large", f"the upload is larger than {limit} bytes")
+
+
+def upload(
+    services: Services,
+    *,
+    is_multipart: bool,
+    file: UploadedFile | None,
+    webhook_url: str | None,
+    owner: str | None = None,
+) -> ApiResponse:
+    if not is_multipart:
+        return error(
+            415, "unsupported_media_type", "send multipart/form-data with the CSV in 'file'"
+        )
+    if file is None:
+        return error(400, "missing_file", "the form has no 'file' part")
+    declared = (file.content_type or "").split(";")[0].strip().lower()
+    if declared not in CSV_CONTENT_TYPES:
+        return error(
+            415, "unsupported_media_type", f"'file' is {declared}, expected a CSV (text/csv)"
+        )
+    try:
+        accepted = accept_upload(services, file.data, webhook_url=webhook_url, owner=owner)
+    except CsvInvalid as invalid:
+        return error(
+            400,
+            "invalid_csv",
+            f"the CSV has {invalid.total} problem(s)"
+            + (
+                f"; the first {len(invalid.problems)} are listed"
+                if invalid.total > len(invalid.problems)
+                else ""
+            ),
+            [p.as_dict() for p in invalid.problems],
+            total_problems=invalid.total,
+        )
+    except UploadRejected as rejected:
+        return error(400, rejected.code, rejected.message)
+    except FanOutFailed:
+        return error(503, "unavailable", "the work could not be queued; try again")
+    except Exception:
+        return internal_error("upload")
+    location = f"/status/{accepted.request_id}"
+    return ApiResponse(
+        202,
+        {
+            "request_id": accepted.request_id,
+            "status_url": location,
+            "rows": accepted.total_rows,
+            "images": accepted.total_images,
+        },
+        {"Location": location},
+    )
+
+
+def status(
+    services: Services, request_id: str, query: Mapping[str, str], owner: str | None = None
+) -> ApiResponse:
+    if not is_request_id(request_id):
+        return error(400, "invalid_request_id", "a request id is 22 URL-safe characters")
+    details = query.get("details", "").lower() in ("1", "true", "yes")
+    try:
+        page_size = int(query.get("page_size", DEFAULT_PAGE))
+        after = _decode_token(query["page_token"]) if query.get("page_token") else None
+    except ValueError:
+        return error(400, "invalid_query", "page_size must be a number, page_token as given")
+    try:
+        report = report_status(
+            services, request_id, details=details, after=after, page_size=page_size, owner=owner
+        )
+    except UnknownRequest:
+        return error(404, "not_found", f"no request {request_id}")
+    except Exception:
+        return internal_error("status")
+    return ApiResponse(200, status_body(report))
+
+
+def status_body(report: StatusReport) -> dict[str, Any]:
+    request = report.request
+    progress = report.progress
+    body: dict[str, Any] = {
+        "request_id": request.request_id,
+        "status": request.status.value,
+        "progress": {
+            "total": progress.total,
+            "done": progress.done,
+            "failed": progress.failed,
+            "pending": progress.pending,
+        },
+        "created_at": _iso(request.created_at),
+        "updated_at": _iso(report.updated_at),
+    }
+    if request.csv_url:
+        body["csv_url"] = request.csv_url
+    if request.error_code:
+        body["error"] = {"code": request.error_code, "message": request.error_message}
+    if report.details is not None:
+        body["images"] = [_image_body(image) for image in report.details.images]
+        body["next_page_token"] = (
+            _encode_token(report.details.next_after) if report.details.next_after else None
+        )
+        body["webhook"] = _webhook_body(report.webhook) if report.webhook else None
+    return body
+
+
+def _image_body(image: ImageRecord) -> dict[str, Any]:
+    return {
+        "id": image.image_id,
+        "row": image.row + 1,
+        "position": image.position + 1,
+        "serial_number": image.serial,
+        "input_url": image.input_url,
+        "state": image.state.value,
+        "attempts": image.attempts,
+        "output_url": image.output_url,
+        "error": (
+            {"code": image.error_code, "message": image.error_message} if image.error_code else None
+        ),
+        "source_format": image.source_format,
+        "source_bytes": image.source_bytes,
+        "width": image.width,
+        "height": image.height,
+        "source_quality": image.source_quality,
+        "output_quality": image.output_quality,
+        "output_format": image.output_format,
+        "output_bytes": image.output_bytes,
+        "updated_at": _iso(image.updated_at) if image.updated_at else None,
+    }
+
+
+def _webhook_body(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "message_id": delivery.message_id,
+        "url": delivery.url,
+        "state": delivery.state.value,
+        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.next_attempt_at else None,
+        "attempts": [_attempt_body(a) for a in delivery.attempts],
+    }
+
+
+def _attempt_body(attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at) if attempt.finished_at else None,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "succeeded": attempt.succeeded,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _encode_token(image_id: str) -> str:
+    return base64.urlsafe_b64encode(f"after:{image_id}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("bad page token") from exc
+    if not raw.startswith("after:"):
+        raise ValueError("bad page token")
+    return raw.removeprefix("after:")

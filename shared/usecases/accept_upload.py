@@ -1,0 +1,124 @@
+"""Accept an upload: validate, keep the CSV, record the request, fan out. Answers at once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from shared.domain.csv_table import ProductTable, parse_product_csv
+from shared.domain.errors import ImageFailure
+from shared.domain.model import (
+    ImageJob,
+    ImageSlice,
+    RequestRecord,
+    RequestStatus,
+    image_id,
+    new_request_id,
+)
+from shared.usecases.finalize_request import fail_request
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+# One slice = one Firestore commit (at most 500 writes) and one task.
+SLICE_JOBS = 500
+# ... and a task body well below Cloud Tasks' 1 MB limit whatever the URL lengths.
+SLICE_BYTES = 256 * 1024
+# Rough JSON overhead of one job besides its URL and serial.
+JOB_OVERHEAD = 40
+
+
+class UploadRejected(Exception):
+    """The upload is refused for a reason other than the CSV's content."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FanOutFailed(Exception):
+    """The request was recorded but its work could not be queued; it is marked failed."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    total_rows: int
+    total_images: int
+
+
+def input_path(request_id: str) -> str:
+    return f"uploads/{request_id}/input.csv"
+
+
+def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
+    jobs: list[ImageJob] = []
+    size = 0
+    index = 0
+    for row in table.rows:
+        for position, url in enumerate(row.urls):
+            job_size = len(url) + len(row.serial) + JOB_OVERHEAD
+            if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
+                yield ImageSlice(request_id, index, tuple(jobs))
+                jobs, size, index = [], 0, index + 1
+            jobs.append(
+                ImageJob(
+                    request_id=request_id,
+                    image_id=image_id(row.index, position),
+                    row=row.index,
+                    position=position,
+                    serial=row.serial,
+                    url=url,
+                )
+            )
+            size += job_size
+    if jobs:
+        yield ImageSlice(request_id, index, tuple(jobs))
+
+
+def accept_upload(
+    services: Services,
+    csv_bytes: bytes,
+    *,
+    webhook_url: str | None = None,
+    owner: str | None = None,
+) -> Accepted:
+    """Raises CsvInvalid (every problem listed) or UploadRejected; nothing is stored then."""
+    table = parse_product_csv(csv_bytes, services.settings.limits)
+    webhook = webhook_url or services.settings.default_webhook_url
+    if webhook:
+        try:
+            services.webhook_guard.check_url(webhook)
+        except ImageFailure as failure:
+            raise UploadRejected(
+                "invalid_webhook_url", f"webhook_url cannot be used: {failure.message}"
+            ) from failure
+
+    request_id = new_request_id()
+    now = services.clock.now()
+    path = input_path(request_id)
+    services.blobs.put_upload(path, csv_bytes, "text/csv")
+    services.requests.create(
+        RequestRecord(
+            request_id=request_id,
+            status=RequestStatus.IN_PROGRESS,
+            total_images=table.url_count,
+            total_rows=len(table.rows),
+            input_path=path,
+            created_at=now,
+            updated_at=now,
+            webhook_url=webhook,
+            owner=owner,
+        )
+    )
+    try:
+        services.queue.materialize(list(plan_slices(request_id, table)))
+    except Exception as exc:
+        # Nothing will ever process this request: say so instead of leaving it "in progress".
+        log.exception("fan-out of %s failed", request_id)
+        fail_request(services, request_id, "fan_out_failed", "the work could not be queued")
+        raise FanOutFailed(request_id) from exc
+    log.info("accepted %s: %d rows, %d images", request_id, len(table.rows), table.url_count)
+    return Accepted(request_id, len(table.rows), table.url_count)

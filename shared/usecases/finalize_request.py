@@ -1,0 +1,141 @@
+"""Finalise a request once its last image has settled: output CSV, status, webhook.
+
+Called for every image that reaches a terminal state (the Firestore trigger in production, a
+Celery task locally), at least once and in any order. The completion check reads only cheap
+queries, and the transition is a transaction on the request document, so however many calls
+race, exactly one writes `completed` and queues the one webhook message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.config import Limits
+from shared.domain import webhook
+from shared.domain.csv_output import render_output_csv
+from shared.domain.csv_table import CsvInvalid, parse_product_csv
+from shared.domain.model import (
+    DeliveryState,
+    ImageState,
+    Progress,
+    RequestRecord,
+    RequestStatus,
+    WebhookDelivery,
+)
+from shared.ports import BlobMissing
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+# The CSV was validated when it was accepted; reading it back must not fail because limits
+# were lowered since.
+_NO_LIMITS = Limits(
+    max_upload_bytes=2**62, max_rows=2**62, max_urls_per_row=2**62, max_url_length=2**62
+)
+
+
+def output_csv_path(request_id: str) -> str:
+    return f"outputs/{request_id}/output.csv"
+
+
+def on_image_settled(services: Services, request_id: str, image_id: str) -> bool:
+    """Returns True when this call finalised the request."""
+    request = services.requests.get(request_id)
+    if request is None:
+        log.warning("settled image %s of unknown request %s", image_id, request_id)
+        return False
+    if request.status is not RequestStatus.IN_PROGRESS:
+        _redispatch_webhook(services, request_id)
+        return False
+    if services.images.has_pending(request_id):
+        return False
+    # No pending image, but images are created slice by slice: all of them must exist.
+    if services.images.count(request_id) < request.total_images:
+        return False
+    return complete_request(services, request)
+
+
+def complete_request(services: Services, request: RequestRecord) -> bool:
+    request_id = request.request_id
+    try:
+        table = parse_product_csv(services.blobs.get_upload(request.input_path), _NO_LIMITS)
+    except BlobMissing:
+        return fail_request(services, request_id, "input_missing", "the uploaded CSV is gone")
+    except CsvInvalid:
+        # Only if the CSV rules changed between acceptance and now; the images are done, but
+        # there is no table to put their URLs in.
+        return fail_request(
+            services, request_id, "input_unreadable", "the uploaded CSV no longer parses"
+        )
+    slots: list[list[str | None]] = [[None] * len(row.urls) for row in table.rows]
+    done = failed = 0
+    for image in services.images.iterate(request_id):
+        if image.state is ImageState.DONE:
+            slots[image.row][image.position] = image.output_url
+            done += 1
+        elif image.state is ImageState.FAILED:
+            failed += 1
+    path = output_csv_path(request_id)
+    csv_url = services.blobs.put_output(
+        path, render_output_csv(table, slots), "text/csv; charset=utf-8"
+    )
+    progress = Progress(total=request.total_images, done=done, failed=failed)
+    delivery = _delivery(request, RequestStatus.COMPLETED, csv_url)
+    settled = services.requests.settle(
+        request_id,
+        completed=True,
+        csv_url=csv_url,
+        output_path=path,
+        progress=progress,
+        delivery=delivery,
+    )
+    if settled:
+        log.info("completed %s: %d done, %d failed", request_id, done, failed)
+        if delivery is not None:
+            services.queue.deliver_webhook(request_id)
+    return settled
+
+
+def fail_request(services: Services, request_id: str, code: str, message: str) -> bool:
+    """The request as a whole failed (not merely some images): no CSV, a `failed` webhook."""
+    request = services.requests.get(request_id)
+    if request is None:
+        return False
+    delivery = _delivery(request, RequestStatus.FAILED, None)
+    settled = services.requests.settle(
+        request_id,
+        completed=False,
+        csv_url=None,
+        output_path=None,
+        progress=services.images.progress(request_id, request.total_images),
+        delivery=delivery,
+        error_code=code,
+        error_message=message,
+    )
+    if settled:
+        log.error("request %s failed: %s", request_id, message)
+        if delivery is not None:
+            services.queue.deliver_webhook(request_id)
+    return settled
+
+
+def _delivery(
+    request: RequestRecord, status: RequestStatus, csv_url: str | None
+) -> WebhookDelivery | None:
+    if not request.webhook_url:
+        return None
+    return WebhookDelivery(
+        request_id=request.request_id,
+        message_id=webhook.message_id(request.request_id),
+        url=request.webhook_url,
+        payload=webhook.payload(request.request_id, status, csv_url),
+        state=DeliveryState.PENDING,
+    )
+
+
+def _redispatch_webhook(services: Services, request_id: str) -> None:
+    # A repeated event for a settled request may mean the finaliser crashed between settling
+    # and queueing the webhook. Queueing again is harmless: delivery claims each attempt.
+    delivery = services.deliveries.get(request_id)
+    if delivery is not None and delivery.state is DeliveryState.PENDING and not delivery.attempts:
+        services.queue.deliver_webhook(request_id)

@@ -1,0 +1,105 @@
+"""Materialise a slice of images, and process one image: fetch, compress, store, record.
+
+Both run at least once, perhaps twice at the same time; both are idempotent. A duplicated image
+task finds its image already settled and only repeats the settled event, so a finalisation that
+was lost with a crashed worker still happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
+from shared.domain.model import ImageRecord, ImageSlice, ImageState
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Backoff between attempts at one image when its host is having trouble (seconds).
+RETRY_BASE = 2.0
+RETRY_CAP = 300.0
+
+
+def materialize_slice(services: Services, image_slice: ImageSlice) -> None:
+    records = services.images.create_missing(image_slice.jobs)
+    pending = [r.image_id for r in records if r.state is ImageState.PENDING]
+    if pending:
+        services.queue.process(image_slice.request_id, pending)
+
+
+def output_path(record: ImageRecord, extension: str) -> str:
+    """`outputs/<request>/<serial>-<n>.<ext>`; serials with characters unsafe in a URL path
+    are slugged and suffixed with their row so that two slugs can never collide."""
+    slug = _UNSAFE.sub("_", record.serial)[:64]
+    name = slug if slug == record.serial else f"{slug}~r{record.row + 1}"
+    return f"outputs/{record.request_id}/{name}-{record.position + 1}.{extension}"
+
+
+def retry_delay(attempt: int, hint: float | None) -> float:
+    delay = min(RETRY_CAP, RETRY_BASE * 2.0 ** (attempt - 1))
+    return max(delay, min(hint, RETRY_CAP)) if hint else delay
+
+
+def process_image(services: Services, request_id: str, image_id: str) -> ImageState:
+    """Raises RetryLater when a transient failure deserves another attempt."""
+    record = services.images.get(request_id, image_id)
+    if record is None:
+        # Tasks are queued only after their image is created; this is a stray duplicate of a
+        # request that no longer exists.
+        log.warning("image %s/%s does not exist; dropping the task", request_id, image_id)
+        return ImageState.FAILED
+    if record.state.terminal:
+        services.events.image_settled(request_id, image_id)
+        return record.state
+
+    attempt = services.images.start_attempt(request_id, image_id)
+    max_attempts = services.settings.image_max_attempts
+    try:
+        fetched = services.fetcher.fetch(record.input_url)
+        compressed = services.codec.compress(fetched.data)
+        path = output_path(record, compressed.extension)
+        url = services.blobs.put_output(path, compressed.data, compressed.content_type)
+        services.images.record_done(
+            attempt,
+            request_id,
+            image_id,
+            output_url=url,
+            output_path=path,
+            image=compressed,
+            source_bytes=len(fetched.data),
+        )
+        state = ImageState.DONE
+    except ImageFailure as failure:
+        if failure.transient and attempt.number < max_attempts:
+            raise RetryLater(
+                failure.message, after_seconds=retry_delay(attempt.number, failure.retry_after)
+            ) from failure
+        message = failure.message
+        if failure.transient:
+            message = f"{message} (gave up after {attempt.number} attempts)"
+        services.images.record_failed(
+            attempt, request_id, image_id, code=failure.code.value, message=message
+        )
+        state = ImageState.FAILED
+    except Exception as exc:
+        # A bug or an outage we did not foresee: retry, and in the end fail this image
+        # alone with an id that leads to the logged stack trace.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("image %s/%s: unexpected error %s", request_id, image_id, error_id)
+        if attempt.number < max_attempts:
+            raise RetryLater(
+                f"unexpected error {error_id}", after_seconds=retry_delay(attempt.number, None)
+            ) from exc
+        services.images.record_failed(
+            attempt,
+            request_id,
+            image_id,
+            code=ErrorCode.INTERNAL.value,
+            message=f"internal error (id {error_id})",
+        )
+        state = ImageState.FAILED
+    services.events.image_settled(request_id, image_id)
+    return state

@@ -1,0 +1,62 @@
+"""Report where a request stands, with per-image details on request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.domain.model import ImageRecord, Progress, RequestRecord, WebhookDelivery
+from shared.usecases.services import Services
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+
+class UnknownRequest(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImagePage:
+    images: list[ImageRecord]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    request: RequestRecord
+    progress: Progress
+    updated_at: datetime
+    webhook: WebhookDelivery | None = None
+    details: ImagePage | None = None
+
+
+def report_status(
+    services: Services,
+    request_id: str,
+    *,
+    details: bool = False,
+    after: str | None = None,
+    page_size: int = DEFAULT_PAGE,
+    owner: str | None = None,
+) -> StatusReport:
+    request = services.requests.get(request_id)
+    # Someone else's request is reported as unknown: its existence is not ours to reveal.
+    if request is None or (request.owner is not None and request.owner != owner):
+        raise UnknownRequest(request_id)
+    updated_at = request.updated_at
+    if request.final_progress is not None:
+        progress = request.final_progress
+    else:
+        progress = services.images.progress(request_id, request.total_images)
+        last = services.images.last_update(request_id)
+        if last is not None and last > updated_at:
+            updated_at = last
+    page = None
+    webhook = None
+    if details:
+        size = max(1, min(page_size, MAX_PAGE))
+        images = services.images.page(request_id, after=after, limit=size)
+        page = ImagePage(images, images[-1].image_id if len(images) == size else None)
+        webhook = services.deliveries.get(request_id)
+    return StatusReport(request, progress, updated_at, webhook, page)

@@ -1,0 +1,42 @@
+"""The collaborators every use case may need, wired once by shared.bootstrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.config import Settings
+from shared.ports import (
+    BlobStore,
+    Clock,
+    DeliveryRepository,
+    ImageCodec,
+    ImageEvents,
+    ImageFetcher,
+    ImageRepository,
+    RequestRepository,
+    TaskQueue,
+    UrlGuard,
+    WebhookTransport,
+)
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    requests: RequestRepository
+    images: ImageRepository
+    deliveries: DeliveryRepository
+    blobs: BlobStore
+    fetcher: ImageFetcher
+    codec: ImageCodec
+    queue: TaskQueue
+    events: ImageEvents
+    webhooks: WebhookTransport
+    webhook_guard: UrlGuard
+    clock: Clock

@@ -1,0 +1,376 @@
+"""In-memory stand-ins for the ports, for unit tests of the use cases only.
+
+They keep the contract of the real adapters (the same protocols, the same conditional
+writes); the integration tests run the same scenarios against the real emulators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+from shared.config import Settings
+from shared.domain.errors import ErrorCode, ImageFailure
+from shared.domain.model import (
+    CompressedImage,
+    DeliveryAttempt,
+    DeliveryState,
+    ImageJob,
+    ImageRecord,
+    ImageSlice,
+    ImageState,
+    Progress,
+    RequestRecord,
+    RequestStatus,
+    WebhookDelivery,
+)
+from shared.ports import Attempt, BlobMissing, FetchedImage, WebhookResponse
+from shared.usecases.services import Services
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+class FakeRequests:
+    def __init__(self) -> None:
+        self.records: dict[str, RequestRecord] = {}
+        self.deliveries: FakeDeliveries | None = None
+        self.transitions = 0
+        self._lock = threading.Lock()
+
+    def create(self, record: RequestRecord) -> None:
+        assert record.request_id not in self.records
+        self.records[record.request_id] = record
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        return self.records.get(request_id)
+
+    def settle(
+        self,
+        request_id: str,
+        *,
+        completed: bool,
+        csv_url: str | None,
+        output_path: str | None,
+        progress: Progress,
+        delivery: WebhookDelivery | None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        with self._lock:
+            record = self.records.get(request_id)
+            if record is None or record.status is not RequestStatus.IN_PROGRESS:
+                return False
+            self.records[request_id] = dataclasses.replace(
+                record,
+                status=RequestStatus.COMPLETED if completed else RequestStatus.FAILED,
+                csv_url=csv_url,
+                output_path=output_path,
+                final_progress=progress,
+                error_code=error_code,
+                error_message=error_message,
+            )
+            if delivery is not None:
+                assert self.deliveries is not None
+                self.deliveries.items[request_id] = delivery
+            self.transitions += 1
+            return True
+
+
+class FakeImages:
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], ImageRecord] = {}
+        self.versions: dict[tuple[str, str], int] = {}
+
+    def _bump(self, key: tuple[str, str]) -> int:
+        self.versions[key] = self.versions.get(key, 0) + 1
+        return self.versions[key]
+
+    def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
+        out = []
+        for job in jobs:
+            key = (job.request_id, job.image_id)
+            if key not in self.records:
+                self.records[key] = ImageRecord(
+                    request_id=job.request_id,
+                    image_id=job.image_id,
+                    row=job.row,
+                    position=job.position,
+                    serial=job.serial,
+                    input_url=job.url,
+                    state=ImageState.PENDING,
+                )
+                self._bump(key)
+            out.append(self.records[key])
+        return out
+
+    def get(self, request_id: str, image_id: str) -> ImageRecord | None:
+        return self.records.get((request_id, image_id))
+
+    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
+        key = (request_id, image_id)
+        record = self.records[key]
+        self.records[key] = dataclasses.replace(record, attempts=record.attempts + 1)
+        return Attempt(record.attempts + 1, self._bump(key))
+
+    def _record(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> None:
+        record = self.records[key]
+        if self.versions[key] != attempt.version and record.state.terminal:
+            return
+        self.records[key] = dataclasses.replace(record, **fields)  # type: ignore[arg-type]
+        self._bump(key)
+
+    def record_done(
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        *,
+        output_url: str,
+        output_path: str,
+        image: CompressedImage,
+        source_bytes: int,
+    ) -> None:
+        self._record(
+            attempt,
+            (request_id, image_id),
+            state=ImageState.DONE,
+            output_url=output_url,
+            output_path=output_path,
+            source_format=image.source_format,
+            source_bytes=source_bytes,
+            width=image.width,
+            height=image.height,
+            source_quality=image.source_quality,
+            output_quality=image.output_quality,
+            output_format=image.output_format,
+            output_bytes=len(image.data),
+        )
+
+    def record_failed(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        self._record(
+            attempt,
+            (request_id, image_id),
+            state=ImageState.FAILED,
+            error_code=code,
+            error_message=message,
+        )
+
+    def _of(self, request_id: str) -> list[ImageRecord]:
+        return sorted(
+            (r for (rid, _), r in self.records.items() if rid == request_id),
+            key=lambda r: r.image_id,
+        )
+
+    def has_pending(self, request_id: str) -> bool:
+        return any(r.state is ImageState.PENDING for r in self._of(request_id))
+
+    def progress(self, request_id: str, total: int) -> Progress:
+        images = self._of(request_id)
+        return Progress(
+            total=total,
+            done=sum(r.state is ImageState.DONE for r in images),
+            failed=sum(r.state is ImageState.FAILED for r in images),
+        )
+
+    def count(self, request_id: str) -> int:
+        return len(self._of(request_id))
+
+    def iterate(self, request_id: str) -> Iterator[ImageRecord]:
+        return iter(self._of(request_id))
+
+    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+        images = [r for r in self._of(request_id) if after is None or r.image_id > after]
+        return images[:limit]
+
+    def last_update(self, request_id: str) -> datetime | None:
+        return None
+
+
+class FakeDeliveries:
+    def __init__(self) -> None:
+        self.items: dict[str, WebhookDelivery] = {}
+
+    def get(self, request_id: str) -> WebhookDelivery | None:
+        return self.items.get(request_id)
+
+    def claim(
+        self, request_id: str, *, now: datetime, lease_seconds: float
+    ) -> WebhookDelivery | None:
+        delivery = self.items.get(request_id)
+        if delivery is None or delivery.state is not DeliveryState.PENDING:
+            return None
+        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+            return None
+        if delivery.claimed_until is not None and delivery.claimed_until > now:
+            return None
+        self.items[request_id] = dataclasses.replace(
+            delivery, claimed_until=now + timedelta(seconds=lease_seconds)
+        )
+        return delivery
+
+    def record_attempt(
+        self,
+        request_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        delivery = self.items[request_id]
+        self.items[request_id] = dataclasses.replace(
+            delivery,
+            attempts=(*delivery.attempts, attempt),
+            state=state,
+            next_attempt_at=next_attempt_at,
+            claimed_until=None,
+        )
+
+
+class FakeBlobs:
+    def __init__(self) -> None:
+        self.uploads: dict[str, bytes] = {}
+        self.outputs: dict[str, tuple[bytes, str]] = {}
+
+    def put_upload(self, path: str, data: bytes, content_type: str) -> None:
+        self.uploads[path] = data
+
+    def get_upload(self, path: str) -> bytes:
+        if path not in self.uploads:
+            raise BlobMissing(path)
+        return self.uploads[path]
+
+    def put_output(self, path: str, data: bytes, content_type: str) -> str:
+        self.outputs[path] = (data, content_type)
+        return f"https://storage.test/out/{path}"
+
+
+class FakeFetcher:
+    """Answers from a dict: bytes, or an ImageFailure to raise (a list is consumed in order)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, object] = {}
+        self.calls: list[str] = []
+
+    def fetch(self, url: str) -> FetchedImage:
+        self.calls.append(url)
+        answer = self.answers.get(url)
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        if answer is None:
+            raise ImageFailure(ErrorCode.HTTP_ERROR, f"HTTP 404 from {url}")
+        if isinstance(answer, ImageFailure):
+            raise answer
+        assert isinstance(answer, bytes)
+        return FetchedImage(answer, url, "image/jpeg")
+
+
+class FakeCodec:
+    def compress(self, data: bytes) -> CompressedImage:
+        if data.startswith(b"broken"):
+            raise ImageFailure(ErrorCode.CORRUPT_IMAGE, "truncated")
+        return CompressedImage(
+            data=b"jpeg:" + data,
+            output_format="jpeg",
+            content_type="image/jpeg",
+            extension="jpg",
+            width=10,
+            height=10,
+            source_format="jpeg",
+            source_quality=90,
+            output_quality=45,
+        )
+
+
+class FakeQueue:
+    """Records what was queued; tests drain it to play the worker."""
+
+    def __init__(self) -> None:
+        self.slices: list[ImageSlice] = []
+        self.images: list[tuple[str, str]] = []
+        self.webhooks: list[tuple[str, float]] = []
+        self.settled: list[tuple[str, str]] = []
+
+    def materialize(self, slices: Sequence[ImageSlice]) -> None:
+        self.slices.extend(slices)
+
+    def process(self, request_id: str, image_ids: Sequence[str]) -> None:
+        self.images.extend((request_id, i) for i in image_ids)
+
+    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None:
+        self.webhooks.append((request_id, delay_seconds))
+
+    def image_settled(self, request_id: str, image_id: str) -> None:
+        self.settled.append((request_id, image_id))
+
+
+class FakeWebhookTransport:
+    def __init__(self) -> None:
+        self.statuses: list[int | None] = []
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> WebhookResponse:
+        self.sent.append((url, body, headers))
+        status = self.statuses.pop(0) if self.statuses else 200
+        return WebhookResponse(status, None if status else "connection refused")
+
+
+class FakeGuard:
+    def __init__(self) -> None:
+        self.blocked: set[str] = set()
+
+    def check_url(self, url: str) -> object:
+        if url in self.blocked:
+            raise ImageFailure(ErrorCode.BLOCKED_ADDRESS, "resolves to a private address")
+        return None
+
+
+@dataclasses.dataclass
+class FakeWorld:
+    services: Services
+    clock: FakeClock
+    requests: FakeRequests
+    images: FakeImages
+    deliveries: FakeDeliveries
+    blobs: FakeBlobs
+    fetcher: FakeFetcher
+    queue: FakeQueue
+    webhooks: FakeWebhookTransport
+    guard: FakeGuard
+
+
+def fake_world(settings: Settings | None = None) -> FakeWorld:
+    clock = FakeClock()
+    requests, images, deliveries = FakeRequests(), FakeImages(), FakeDeliveries()
+    requests.deliveries = deliveries
+    blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
+    webhooks, guard = FakeWebhookTransport(), FakeGuard()
+    services = Services(
+        settings=settings or Settings(webhook_secrets=("whsec_" + "a2V5a2V5a2V5a2V5",)),
+        requests=requests,
+        images=images,
+        deliveries=deliveries,
+        blobs=blobs,
+        fetcher=fetcher,
+        codec=FakeCodec(),
+        queue=queue,
+        events=queue,
+        webhooks=webhooks,
+        webhook_guard=guard,
+        clock=clock,
+    )
+    return FakeWorld(
+        services, clock, requests, images, deliveries, blobs, fetcher, queue, webhooks, guard
+    )
