@@ -1,0 +1,59 @@
+# The project's vocabulary: `make demo` and `make test` are the README's two commands.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR := .run
+
+.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean
+
+help:
+	@echo "make demo   - start the local stack, process a sample CSV end to end, show the results"
+	@echo "make test   - lint, type-check and run every test (starts and stops its own services)"
+	@echo "make up     - start the local stack in the background and print its base URL"
+	@echo "make down   - stop exactly what make up started"
+	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
+
+$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+# Debian packages the stack needs; installed when missing and we are root, else explained.
+system-deps:
+	@./scripts/system-deps.sh
+
+up: install
+	@$(PY) -m local_profile.stack up --run-dir $(RUN_DIR)
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m local_profile.stack down --run-dir $(RUN_DIR); else echo "nothing was running"; fi
+
+status:
+	@$(PY) -m local_profile.stack status --run-dir $(RUN_DIR)
+
+demo: install
+	@$(PY) -m local_profile.demo --run-dir $(RUN_DIR)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
+test: install lint typecheck
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) -m bench.run
+
+clean: down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build

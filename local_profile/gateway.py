@@ -1,0 +1,120 @@
+"""The local HTTP gateway: the service's API on one base URL, plus a reference webhook receiver.
+
+POST /upload and GET /status/<id> are the same handlers the Cloud Functions use. POST /webhook
+verifies Standard Webhooks signatures with WEBHOOK_SECRET and keeps what arrived, so the demo
+and the tests can show the notification; GET /webhook lists it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from shared import http_flask
+from shared.bootstrap import build_services
+from shared.config import Settings
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class WebhookInbox:
+    """What the reference receiver got, in arrival order (kept in memory)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._verifiers = [Webhook(secret) for secret in secrets]
+        self._lock = threading.Lock()
+        self._messages: list[dict[str, Any]] = []
+
+    def receive(self, body: bytes, headers: dict[str, str]) -> bool:
+        verified, problem = self._verify(body, headers)
+        entry = {
+            "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "webhook_id": headers.get("webhook-id"),
+            "webhook_timestamp": headers.get("webhook-timestamp"),
+            "webhook_signature": headers.get("webhook-signature"),
+            "verified": verified,
+            "problem": problem,
+            "body": body.decode("utf-8", errors="replace"),
+        }
+        with self._lock:
+            self._messages.append(entry)
+        return verified
+
+    def _verify(self, body: bytes, headers: dict[str, str]) -> tuple[bool, str | None]:
+        if not self._verifiers:
+            return False, "the receiver has no WEBHOOK_SECRET to verify with"
+        for verifier in self._verifiers:
+            try:
+                verifier.verify(body, headers)
+                return True, None
+            except WebhookVerificationError as exc:
+                problem = str(exc)
+        return False, problem
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
+
+
+def create_app(services: Services) -> Flask:
+    app = Flask(__name__)
+    inbox = WebhookInbox(services.settings.webhook_secrets)
+
+    @app.post("/upload")
+    def upload() -> Response:
+        return http_flask.upload(services, request)
+
+    @app.get("/status/<request_id>")
+    def status(request_id: str) -> Response:
+        return http_flask.status(services, request, request_id)
+
+    @app.post("/webhook")
+    def receive_webhook() -> tuple[Response, int]:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        verified = inbox.receive(request.get_data(), headers)
+        return jsonify({"verified": verified}), (200 if verified else 401)
+
+    @app.get("/webhook")
+    def list_webhooks() -> Response:
+        return jsonify({"received": inbox.messages()})
+
+    @app.get("/healthz")
+    def health() -> Response:
+        return jsonify({"ok": True})
+
+    return app
+
+
+def main() -> None:
+    from waitress import serve
+
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings.from_env()
+    services = build_services(settings, ensure_buckets=bool(settings.storage_emulator_host))
+    app = create_app(services)
+    host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
+    log.info("gateway on http://%s:%d", host, settings.gateway_port)
+    # Waitress buffers a body before the app sees it; cap it just above our own limit so
+    # absurd uploads stop early while ordinary oversize ones get our JSON 413.
+    serve(
+        app,
+        host=host,
+        port=settings.gateway_port,
+        threads=int(os.environ.get("GATEWAY_THREADS", "8")),
+        max_request_body_size=settings.limits.max_upload_bytes + 1024 * 1024,
+        ident="imgsvc",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""Start and stop the local stack: emulators, Redis, Celery worker, gateway.
+
+Used by `make up` / `make down` (state kept in .run/stack.json) and by the tests (each test
+session starts its own stack on free ports and stops it). Every process is started in a
+session of its own and stopped by process group id, so `down` ends exactly what `up` started
+and never anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RUN_DIR = ROOT / ".run"
+STATE_FILE = "stack.json"
+PROJECT = "demo-imgsvc"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def find_firestore_emulator() -> Path:
+    """Google's emulator ships with the Cloud CLI; firebase-tools would download it instead."""
+    candidates = []
+    if os.environ.get("CLOUDSDK_ROOT_DIR"):
+        candidates.append(Path(os.environ["CLOUDSDK_ROOT_DIR"]))
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        candidates.append(Path(gcloud).resolve().parents[1])
+    candidates += [Path("/usr/lib/google-cloud-sdk"), Path("/usr/share/google-cloud-sdk")]
+    for root in candidates:
+        script = root / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+        if script.exists():
+            return script
+    raise StackError(
+        "Google's Firestore emulator was not found. Install the Google Cloud CLI with its "
+        "Firestore emulator component (Debian: apt-get install google-cloud-cli "
+        "google-cloud-cli-firestore-emulator; or: gcloud components install "
+        "cloud-firestore-emulator) and Java 17+."
+    )
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    log: str
+    url: str | None = None
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+
+    # ---- processes -------------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> Service:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.run_dir / f"{name}.log"
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(  # noqa: S603 (our own argv)
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        service = Service(name, process.pid, str(log_path))
+        self.services[name] = service
+        return service
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        service = self.services[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not service.alive():
+                break
+            time.sleep(0.1)
+        tail = (
+            Path(service.log).read_text(errors="replace")[-3000:]
+            if Path(service.log).exists()
+            else ""
+        )
+        self.stop(name)
+        raise StackError(
+            f"{name} did not become ready in {timeout:.0f}s; its log ends with:\n{tail}"
+        )
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        service = self.services.pop(name, None)
+        if service is None:
+            return
+        _stop_group(service.pid, sig, timeout)
+
+    def stop_all(self) -> None:
+        # Reverse start order: the gateway and the worker go before what they depend on.
+        for name in reversed(list(self.services)):
+            self.stop(name)
+
+    # ---- services --------------------------------------------------------------------
+
+    def start_firestore(self) -> str:
+        script = find_firestore_emulator()
+        port = free_port()
+        self._spawn("firestore", [str(script), "--host=127.0.0.1", f"--port={port}"])
+        host = f"127.0.0.1:{port}"
+        self.services["firestore"].url = f"http://{host}"
+        self._wait("firestore", lambda: _http_ok(f"http://{host}/"), 60)
+        self.env["FIRESTORE_EMULATOR_HOST"] = host
+        return host
+
+    def start_storage(self) -> str:
+        port = free_port()
+        binary = Path(sys.executable).with_name("gcp-storage-emulator")
+        self._spawn(
+            "storage",
+            [str(binary), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+        )
+        url = f"http://127.0.0.1:{port}"
+        self.services["storage"].url = url
+        self._wait("storage", lambda: _http_ok(f"{url}/storage/v1/b?project={PROJECT}"), 30)
+        self.env["STORAGE_EMULATOR_HOST"] = url
+        return url
+
+    def start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError("redis-server is not installed (Debian package: redis-server)")
+        port = free_port()
+        self._spawn(
+            "redis",
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        self.services["redis"].url = url
+        self._wait("redis", lambda: redis_answers(url), 15)
+        self.env["REDIS_URL"] = url
+        return url
+
+    def use_or_start_redis(self, url: str | None) -> str:
+        if url and redis_answers(url):
+            self.env["REDIS_URL"] = url
+            return url
+        return self.start_redis()
+
+    def start_worker(
+        self, concurrency: int | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> Service:
+        ready_file = self.run_dir / "worker.ready"
+        ready_file.unlink(missing_ok=True)
+        concurrency = (
+            concurrency or int(self.env.get("WORKER_CONCURRENCY") or 0) or default_concurrency()
+        )
+        argv = [
+            sys.executable, "-m", "celery", "-A", "local_profile.worker", "worker",
+            "-Q", "control,images", "-c", str(concurrency), "-B",
+            "-s", str(self.run_dir / "celerybeat-schedule"),
+            "--loglevel", self.env.get("LOG_LEVEL", "INFO"), "-n", f"imgsvc-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        service = self._spawn(
+            "worker", argv, {"IMGSVC_READY_FILE": str(ready_file), **(extra_env or {})}
+        )
+        self._wait("worker", ready_file.exists, 60)
+        return service
+
+    def start_gateway(self, port: int | None = None) -> str:
+        port = port or free_port()
+        self.env["GATEWAY_PORT"] = str(port)
+        self._spawn("gateway", [sys.executable, "-m", "local_profile.gateway"])
+        url = f"http://127.0.0.1:{port}"
+        self.services["gateway"].url = url
+        self._wait("gateway", lambda: _http_ok(f"{url}/healthz"), 30)
+        return url
+
+    def start_backing_services(self, redis_url: str | None = None) -> None:
+        self.start_firestore()
+        self.start_storage()
+        self.use_or_start_redis(redis_url)
+        create_buckets(self.env)
+
+    # ---- state file ------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "env": self.env,
+            "services": {name: vars(service) for name, service in self.services.items()},
+        }
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Stack | None:
+        path = run_dir / STATE_FILE
+        if not path.exists():
+            return None
+        state = json.loads(path.read_text())
+        services = {name: Service(**data) for name, data in state["services"].items()}
+        return cls(run_dir, state["env"], services)
+
+
+def _stop_group(pid: int, sig: int, timeout: float) -> None:
+    """Signal the process group that `pid` leads (it was started with a session of its own),
+    wait for the leader, then make sure no member of the group is left (Celery's pool
+    processes, the emulator's JVM). A pid that no longer leads its own group was reused by
+    someone else: it is left alone."""
+    try:
+        if os.getpgid(pid) != pid:
+            return
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _exists(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return not finished
+    except ChildProcessError:
+        pass  # not our child (make down runs in a process of its own)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def default_concurrency() -> int:
+    # Over-subscribe the cores: while one task waits on a download, another compresses.
+    return max(2, (os.cpu_count() or 1) * 3)
+
+
+def create_buckets(env: Mapping[str, str]) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from shared.config import Settings
+
+    settings = Settings.from_env(env)
+    os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
+    client = storage.Client(project=settings.project, credentials=AnonymousCredentials())
+    for name in (settings.uploads_bucket, settings.outputs_bucket):
+        if client.lookup_bucket(name) is None:
+            client.create_bucket(name)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def local_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings `make up` passes on: the caller's, plus local-profile defaults."""
+    env = {
+        key: environ[key]
+        for key in environ
+        if key.isupper() and not key.startswith(("FIRESTORE_EMULATOR", "STORAGE_EMULATOR"))
+    }
+    env.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
+    env.setdefault("TASK_BACKEND", "celery")
+    # The local profile serves images from loopback; production leaves this empty.
+    env.setdefault("FETCH_ALLOWED_NETWORKS", LOOPBACK_NETWORKS)
+    if not env.get("WEBHOOK_SECRET"):
+        env["WEBHOOK_SECRET"] = new_webhook_secret()
+    return env
+
+
+def up(run_dir: Path, environ: Mapping[str, str]) -> Stack:
+    existing = Stack.load(run_dir)
+    if existing and all(s.alive() for s in existing.services.values()):
+        return existing
+    if existing:
+        down(run_dir)
+    env = local_env(environ)
+    stack = Stack(run_dir, {k: v for k, v in env.items() if k != "GATEWAY_PORT"})
+    try:
+        stack.start_backing_services(env.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+        stack.start_worker()
+        stack.start_gateway(int(env.get("GATEWAY_PORT") or 8000))
+    except BaseException:
+        stack.stop_all()
+        raise
+    stack.save()
+    return stack
+
+
+def down(run_dir: Path) -> list[str]:
+    stack = Stack.load(run_dir)
+    if stack is None:
+        return []
+    names = list(stack.services)
+    stack.stop_all()
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        try:
+            stack = up(args.run_dir, os.environ)
+        except StackError as exc:
+            print(f"make up failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"Local stack is up. Base URL: {stack.services['gateway'].url}")
+        for name, service in stack.services.items():
+            print(f"  {name:<10} pid {service.pid:<8} {service.url or ''}  log {service.log}")
+        return 0
+    if args.command == "down":
+        stopped = down(args.run_dir)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    stack = Stack.load(args.run_dir)
+    if stack is None:
+        print("not running")
+        return 1
+    for name, service in stack.services.items():
+        print(f"{name:<10} pid {service.pid:<8} {'up' if service.alive() else 'DOWN'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

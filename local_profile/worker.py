@@ -1,0 +1,125 @@
+"""Celery tasks: the local stand-ins for Cloud Tasks targets and the Firestore trigger.
+
+Each task decodes its arguments, calls one use case, and turns RetryLater into a delayed
+re-queue. Start with: celery -A local_profile.worker worker -B -Q control,images
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from celery.signals import after_setup_logger, worker_process_init, worker_ready
+
+from shared.adapters.celery_queue import (
+    QUEUE_IMAGES,
+    TASK_MATERIALIZE,
+    TASK_PROCESS,
+    TASK_RELEASE,
+    TASK_SETTLED,
+    TASK_WEBHOOK,
+    CeleryTaskQueue,
+    make_celery,
+)
+from shared.bootstrap import build_services
+from shared.config import Settings, parse_duration
+from shared.domain.errors import RetryLater
+from shared.domain.task_payloads import slice_from_payload
+from shared.usecases.deliver_webhook import deliver_webhook
+from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.process_image import materialize_slice, process_image
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+settings = Settings.from_env()
+app = make_celery(
+    settings.redis_url,
+    visibility_timeout=parse_duration(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "300")),
+    restore_interval=parse_duration(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
+)
+
+# Infrastructure hiccups (the emulator restarting, Redis blinking) are retried by Celery;
+# the use cases themselves are idempotent, so running one again is always safe.
+RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
+
+_services: Services | None = None
+
+
+def services() -> Services:
+    # Built lazily in each worker process: gRPC channels opened before the fork would hang.
+    global _services  # noqa: PLW0603
+    if _services is None:
+        _services = build_services(settings)
+    return _services
+
+
+def _queue() -> CeleryTaskQueue:
+    queue = services().queue
+    assert isinstance(queue, CeleryTaskQueue)
+    return queue
+
+
+@worker_process_init.connect
+def _build_services_in_child(**_: Any) -> None:
+    # Connect before the first task arrives, so the first image does not pay for it.
+    global _services  # noqa: PLW0603
+    _services = None
+    services()
+
+
+@after_setup_logger.connect
+def _quiet_per_task_lines(**_: Any) -> None:
+    # The beat releases delayed tasks every second; one line per task would drown the log.
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    ready_file = os.environ.get("IMGSVC_READY_FILE")
+    if ready_file:
+        Path(ready_file).write_text(str(os.getpid()))
+
+
+@app.task(name=TASK_MATERIALIZE, **RETRY)
+def materialize_slice_task(payload: dict[str, Any]) -> None:
+    materialize_slice(services(), slice_from_payload(payload))
+
+
+@app.task(name=TASK_PROCESS, **RETRY)
+def process_image_task(request_id: str, image_id: str) -> None:
+    try:
+        process_image(services(), request_id, image_id)
+    except RetryLater as later:
+        log.info(
+            "image %s/%s: retry in %.0fs (%s)",
+            request_id,
+            image_id,
+            later.after_seconds,
+            later.reason,
+        )
+        _queue().later(TASK_PROCESS, [request_id, image_id], QUEUE_IMAGES, later.after_seconds)
+
+
+@app.task(name=TASK_SETTLED, **RETRY)
+def image_settled_task(request_id: str, image_id: str) -> None:
+    on_image_settled(services(), request_id, image_id)
+
+
+@app.task(name=TASK_WEBHOOK, **RETRY)
+def deliver_webhook_task(request_id: str) -> None:
+    deliver_webhook(services(), request_id)
+
+
+@app.task(name=TASK_RELEASE)
+def release_due_task() -> None:
+    _queue().release_due()

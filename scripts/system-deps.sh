@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs when they are missing (as root), or says what
+# to install. Java and Google's Firestore emulator come with the Google Cloud CLI and are
+# checked, not installed: they are large and the CLI has its own installer.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  else
+    echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+command -v java >/dev/null 2>&1 || { echo "Java 17+ is required by the Firestore emulator (Debian: openjdk-17-jre-headless)" >&2; exit 1; }
+command -v gcloud >/dev/null 2>&1 || { echo "The Google Cloud CLI is required for its Firestore emulator: https://cloud.google.com/sdk/docs/install" >&2; exit 1; }
+exit 0

@@ -1,0 +1,123 @@
+"""The local profile's task queue: Celery on Redis, standing in for Cloud Tasks and the trigger.
+
+Only the sending side lives here; the tasks themselves are entry points in local_profile/.
+Celery is imported by this module alone, and only when TASK_BACKEND=celery, so the Cloud
+Functions never need it.
+
+Delays (image retries, webhook retries hours apart) are not Celery ETAs: a worker holds an ETA
+task unacknowledged, and Redis hands it to someone else once the visibility timeout passes,
+which would duplicate every long delay. They wait in a Redis sorted set instead, and a beat
+task (`release_due`, every second) queues them when they fall due.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from shared.domain.model import ImageSlice
+from shared.domain.task_payloads import slice_to_payload
+
+TASK_MATERIALIZE = "imgsvc.materialize_slice"
+TASK_PROCESS = "imgsvc.process_image"
+TASK_SETTLED = "imgsvc.image_settled"
+TASK_WEBHOOK = "imgsvc.deliver_webhook"
+TASK_RELEASE = "imgsvc.release_due"
+QUEUE_CONTROL = "control"
+QUEUE_IMAGES = "images"
+DELAYED_KEY = "imgsvc:delayed"
+RELEASE_BATCH = 500
+
+
+def celery_config(
+    redis_url: str, visibility_timeout: float, restore_interval: float
+) -> dict[str, Any]:
+    return {
+        "broker_url": redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # A task whose worker died unacknowledged is handed out again after this long.
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": restore_interval,
+        },
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        # A worker killed mid-task must not count as "done": the message goes back.
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE_CONTROL,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "release-due": {
+                "task": TASK_RELEASE,
+                "schedule": 1.0,
+                "options": {"queue": QUEUE_CONTROL, "expires": 5},
+            },
+        },
+    }
+
+
+def make_celery(
+    redis_url: str, visibility_timeout: float = 300.0, restore_interval: float = 10.0
+) -> Any:
+    from celery import Celery
+
+    app = Celery("imgsvc")
+    app.conf.update(celery_config(redis_url, visibility_timeout, restore_interval))
+    return app
+
+
+class CeleryTaskQueue:
+    def __init__(self, app: Any, redis: Any) -> None:
+        self._app = app
+        self._redis = redis
+
+    def _send(self, name: str, args: list[Any], queue: str) -> None:
+        self._app.send_task(name, args=args, queue=queue)
+
+    def materialize(self, slices: Sequence[ImageSlice]) -> None:
+        with self._app.producer_or_acquire() as producer:
+            for image_slice in slices:
+                self._app.send_task(
+                    TASK_MATERIALIZE,
+                    args=[slice_to_payload(image_slice)],
+                    queue=QUEUE_CONTROL,
+                    producer=producer,
+                )
+
+    def process(self, request_id: str, image_ids: Sequence[str]) -> None:
+        with self._app.producer_or_acquire() as producer:
+            for image_id in image_ids:
+                self._app.send_task(
+                    TASK_PROCESS, args=[request_id, image_id], queue=QUEUE_IMAGES, producer=producer
+                )
+
+    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None:
+        self.later(TASK_WEBHOOK, [request_id], QUEUE_CONTROL, delay_seconds)
+
+    def image_settled(self, request_id: str, image_id: str) -> None:
+        """The local stand-in for the Firestore trigger (shared.ports.ImageEvents)."""
+        self._send(TASK_SETTLED, [request_id, image_id], QUEUE_CONTROL)
+
+    def later(self, name: str, args: list[Any], queue: str, delay_seconds: float) -> None:
+        if delay_seconds <= 0:
+            self._send(name, args, queue)
+            return
+        member = json.dumps({"task": name, "args": args, "queue": queue, "nonce": time.time_ns()})
+        self._redis.zadd(DELAYED_KEY, {member: time.time() + delay_seconds})
+
+    def release_due(self) -> int:
+        """Queue what has fallen due. Sent before removed: a crash in between duplicates a
+        task (every task is idempotent) rather than losing one."""
+        due = self._redis.zrangebyscore(
+            DELAYED_KEY, "-inf", time.time(), start=0, num=RELEASE_BATCH
+        )
+        for member in due:
+            item = json.loads(member)
+            self._send(item["task"], item["args"], item["queue"])
+            self._redis.zrem(DELAYED_KEY, member)
+        return len(due)

@@ -1,0 +1,90 @@
+"""The composition root: the one place that turns Settings into adapters.
+
+Entry points call `build_services()` once per process (after fork, for Celery's prefork
+workers: gRPC channels do not survive a fork) and hand the result to the use cases, which never
+ask which profile they run in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from shared.adapters.address_guard import AddressGuard
+from shared.adapters.firestore_store import FirestoreDeliveries, FirestoreImages, FirestoreRequests
+from shared.adapters.gcs_blobs import GcsBlobStore
+from shared.adapters.pillow_codec import PillowCodec
+from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
+from shared.config import ConfigError, Settings
+from shared.ports import ImageEvents, TaskQueue
+from shared.usecases.services import Services, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+def _google_clients(settings: Settings) -> tuple[Any, Any]:
+    from google.cloud import firestore, storage  # type: ignore[attr-defined]
+
+    # The client libraries read the emulator hosts from the environment; make sure the
+    # settings (which may come from a .env file) are what they see.
+    if settings.firestore_emulator_host:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = settings.firestore_emulator_host
+    if settings.storage_emulator_host:
+        os.environ["STORAGE_EMULATOR_HOST"] = settings.storage_emulator_host
+        from google.auth.credentials import AnonymousCredentials
+
+        gcs = storage.Client(
+            project=settings.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+    else:
+        gcs = storage.Client(project=settings.project)
+    return firestore.Client(project=settings.project), gcs
+
+
+def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
+    if settings.task_backend == "celery":
+        import redis
+
+        from shared.adapters.celery_queue import CeleryTaskQueue, make_celery
+
+        queue = CeleryTaskQueue(
+            make_celery(settings.redis_url), redis.Redis.from_url(settings.redis_url)
+        )
+        return queue, queue
+    raise ConfigError(f"task backend {settings.task_backend!r} is not available in this build")
+
+
+def build_services(settings: Settings | None = None, *, ensure_buckets: bool = False) -> Services:
+    settings = settings or Settings.from_env()
+    clock = SystemClock()
+    db, gcs = _google_clients(settings)
+    blobs = GcsBlobStore(
+        gcs,
+        uploads_bucket=settings.uploads_bucket,
+        outputs_bucket=settings.outputs_bucket,
+        url_mode=settings.output_url_mode,
+        signed_url_ttl=settings.signed_url_ttl,
+        emulator_host=settings.storage_emulator_host,
+    )
+    if ensure_buckets:
+        blobs.ensure_buckets()
+    guard = AddressGuard(settings.fetch.allowed_networks)
+    queue, events = build_task_queue(settings)
+    if not settings.webhook_secrets:
+        log.warning("WEBHOOK_SECRET is not set: webhooks will be sent unsigned")
+    return Services(
+        settings=settings,
+        requests=FirestoreRequests(db, clock),
+        images=FirestoreImages(db, clock),
+        deliveries=FirestoreDeliveries(db),
+        blobs=blobs,
+        fetcher=HttpImageFetcher(settings.fetch, settings.limits, guard),
+        codec=PillowCodec(settings.limits),
+        queue=queue,
+        events=events,
+        webhooks=HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard),
+        webhook_guard=guard,
+        clock=clock,
+    )

@@ -1,0 +1,86 @@
+"""Services for the integration and end-to-end tests, started once per session on free ports.
+
+The real Firestore emulator, the real Storage emulator and a Redis of our own (never the
+machine's shared one) are started here and stopped at the end, by process group id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local_profile.stack import (
+    LOOPBACK_NETWORKS,
+    PROJECT,
+    Stack,
+    create_buckets,
+    new_webhook_secret,
+)
+from shared.config import Settings
+
+WEBHOOK_SECRET = new_webhook_secret()
+
+
+def base_env() -> dict[str, str]:
+    return {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "TASK_BACKEND": "celery",
+        "FETCH_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "UPLOADS_BUCKET": "test-uploads",
+        "OUTPUTS_BUCKET": "test-outputs",
+        # Short enough that the crash test sees unacknowledged tasks come back quickly.
+        "CELERY_VISIBILITY_TIMEOUT": "8",
+        "CELERY_RESTORE_INTERVAL": "1",
+        "WEBHOOK_RETRY_SCHEDULE": "1s,2s,3s",
+        "FETCH_TOTAL_TIMEOUT": "5s",
+        "FETCH_RETRY_BACKOFF": "100ms",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("stack"), base_env())
+    try:
+        stack.start_firestore()
+        stack.start_storage()
+        stack.start_redis()
+        create_buckets(stack.env)
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture(scope="session")
+def settings(backing: Stack) -> Settings:
+    # The Google client libraries read the emulator hosts from the environment.
+    os.environ["FIRESTORE_EMULATOR_HOST"] = backing.env["FIRESTORE_EMULATOR_HOST"]
+    os.environ["STORAGE_EMULATOR_HOST"] = backing.env["STORAGE_EMULATOR_HOST"]
+    return Settings.from_env(backing.env)
+
+
+@pytest.fixture(scope="session")
+def live(backing: Stack) -> Iterator[Stack]:
+    """The whole local profile: worker and gateway on top of the backing services."""
+    backing.start_worker(concurrency=4)
+    backing.start_gateway()
+    try:
+        yield backing
+    finally:
+        backing.stop("gateway")
+        backing.stop("worker")
+
+
+@pytest.fixture(scope="session")
+def gateway_url(live: Stack) -> str:
+    url = live.services["gateway"].url
+    assert url
+    return url
+
+
+def log_of(stack: Stack, name: str) -> str:
+    return Path(stack.run_dir / f"{name}.log").read_text(errors="replace")

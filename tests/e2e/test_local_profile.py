@@ -1,0 +1,244 @@
+"""The local profile end to end, through the gateway, as a client sees it.
+
+Images come from a loopback HTTP server; everything else is the real stack: Firestore and
+Storage emulators, Redis, the Celery worker, the gateway.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+from standardwebhooks.webhooks import Webhook
+
+from local_profile import sample_images
+from local_profile.image_host import ImageHost
+from local_profile.stack import Stack
+from shared.domain.quality import estimate_jpeg_quality
+from tests.conftest import WEBHOOK_SECRET
+from tests.e2e.helpers import (
+    details,
+    read_csv,
+    upload,
+    wait_for,
+    wait_until_finished,
+    webhooks_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+
+
+def quirky_csv(images: str) -> bytes:
+    # BOM, CRLF, an `S. No.` header, a passthrough column, a quoted comma in a name, a
+    # formula-looking name, spaces and a trailing comma in a URL list, and a broken link
+    # between two good ones.
+    text = (
+        "\ufeffS. No.,Product Name,Input Image Urls,Brand\r\n"
+        f'1,"Chair, oak","{images}/front.jpg, {images}/gone.jpg ,{images}/side.jpg,",Acme\r\n'
+        f'2,"=HYPERLINK(""http://x"")",{images}/logo.png,Acme\r\n'
+        f"3,Phone photo,{images}/rotated.jpg,\r\n"
+    )
+    return text.encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def image_host() -> ImageHost:
+    files = {
+        "/front.jpg": (sample_images.photo_jpeg(640, 480, 90, seed=1), "image/jpeg"),
+        "/side.jpg": (sample_images.photo_jpeg(480, 640, 70, seed=2), "image/jpeg"),
+        "/logo.png": (sample_images.transparent_png(200, 120, seed=3), "image/png"),
+        "/rotated.jpg": (sample_images.rotated_jpeg(300, 200, 80), "application/octet-stream"),
+    }
+    with ImageHost(files) as host:
+        yield host
+
+
+def test_quirky_csv_end_to_end(gateway_url: str, image_host: ImageHost) -> None:
+    answer = upload(gateway_url, quirky_csv(image_host.base_url), f"{gateway_url}/webhook")
+    assert answer.status_code == 202, answer.text
+    request_id = answer.json()["request_id"]
+    assert answer.headers["Location"] == f"/status/{request_id}"
+
+    status = wait_until_finished(gateway_url, request_id)
+    assert status["status"] == "completed"
+    assert status["progress"] == {"total": 5, "done": 4, "failed": 1, "pending": 0}
+
+    rows = read_csv(status["csv_url"])
+    assert rows[0] == ["S. No.", "Product Name", "Input Image Urls", "Brand", "Output Image Urls"]
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[1][1] == "Chair, oak" and rows[1][3] == "Acme"
+    assert rows[2][1] == '\'=HYPERLINK("http://x")'  # neutralised, not run by a spreadsheet
+    first_row_outputs = rows[1][4].split(",")
+    assert len(first_row_outputs) == 3 and first_row_outputs[1] == ""  # the broken link's slot
+
+    outputs = {
+        "front": first_row_outputs[0],
+        "side": first_row_outputs[2],
+        "logo": rows[2][4],
+        "rotated": rows[3][4],
+    }
+    fetched = {}
+    for name, url in outputs.items():
+        response = requests.get(url, timeout=10)
+        assert response.status_code == 200, url
+        fetched[name] = Image.open(io.BytesIO(response.content))
+    assert fetched["front"].format == "JPEG"
+    assert estimate_jpeg_quality(fetched["front"].quantization) == 45
+    assert estimate_jpeg_quality(fetched["side"].quantization) == 35
+    assert fetched["logo"].format == "WEBP" and fetched["logo"].mode == "RGBA"
+    assert fetched["logo"].getchannel("A").getextrema()[0] == 0  # transparency kept
+    assert fetched["rotated"].size == (200, 300)  # EXIF orientation applied
+    assert fetched["rotated"].getexif().get(0x0112) is None
+    assert estimate_jpeg_quality(fetched["rotated"].quantization) == 40
+
+    images = details(gateway_url, request_id)["images"]
+    failed = [i for i in images if i["state"] == "failed"]
+    assert len(failed) == 1 and failed[0]["input_url"].endswith("/gone.jpg")
+    assert failed[0]["error"]["code"] == "http_error"
+    front = next(i for i in images if i["input_url"].endswith("/front.jpg"))
+    assert (front["source_quality"], front["output_quality"]) == (90, 45)
+
+    messages = wait_for(lambda: webhooks_for(gateway_url, request_id), 30, "the webhook")
+    time.sleep(2)  # a duplicate would arrive within the retry schedule's first step
+    messages = webhooks_for(gateway_url, request_id)
+    assert len(messages) == 1
+    message = messages[0]
+    assert message["verified"] is True
+    headers = {
+        "webhook-id": message["webhook_id"],
+        "webhook-timestamp": message["webhook_timestamp"],
+        "webhook-signature": message["webhook_signature"],
+    }
+    assert Webhook(WEBHOOK_SECRET).verify(message["body"], headers) == {
+        "request_id": request_id,
+        "status": "completed",
+        "csv_url": status["csv_url"],
+    }
+
+
+def test_invalid_sample_is_refused_with_every_problem_listed(gateway_url: str) -> None:
+    answer = upload(gateway_url, (SAMPLES / "invalid.csv").read_bytes())
+    assert answer.status_code == 400
+    assert answer.headers["Content-Type"] == "application/json"
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_csv"
+    assert sorted({d["line"] for d in error["details"]}) == [2, 3, 4, 5]
+    assert all(d["column"] and d["message"] for d in error["details"])
+    assert "pw" not in json.dumps(error)  # credentials are never echoed
+
+
+def test_status_answers_400_for_a_malformed_id_and_404_for_an_unknown_one(
+    gateway_url: str,
+) -> None:
+    malformed = requests.get(f"{gateway_url}/status/not-an-id", timeout=10)
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["code"] == "invalid_request_id"
+    unknown = requests.get(f"{gateway_url}/status/{'A' * 22}", timeout=10)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+
+
+def test_upload_that_is_not_a_csv_form_is_415(gateway_url: str) -> None:
+    raw = requests.post(f"{gateway_url}/upload", data=b"a,b", timeout=10)
+    assert raw.status_code == 415
+    png = requests.post(
+        f"{gateway_url}/upload", files={"file": ("x.png", b"\x89PNG", "image/png")}, timeout=10
+    )
+    assert png.status_code == 415
+    assert png.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_upload_over_the_size_limit_is_413(gateway_url: str) -> None:
+    big = b"Serial Number,Product Name,Input Image Urls\r\n" + b"x" * (30 * 1024 * 1024 + 10)
+    answer = upload(gateway_url, big)
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large"
+
+
+def test_webhook_is_retried_until_the_receiver_accepts(
+    gateway_url: str, image_host: ImageHost
+) -> None:
+    arrivals: list[dict[str, str]] = []
+
+    class FlakyReceiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            arrivals.append(
+                {k.lower(): v for k, v in self.headers.items()} | {"body": body.decode()}
+            )
+            self.send_response(200 if len(arrivals) >= 3 else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        csv_bytes = (
+            f"Serial Number,Product Name,Input Image Urls\n1,Lamp,{image_host.base_url}/front.jpg\n"
+        )
+        answer = upload(
+            gateway_url, csv_bytes.encode(), f"http://127.0.0.1:{server.server_port}/hook"
+        )
+        request_id = answer.json()["request_id"]
+        wait_until_finished(gateway_url, request_id)
+
+        def delivered() -> dict[str, object] | None:
+            webhook = details(gateway_url, request_id)["webhook"]
+            return webhook if webhook and webhook["state"] == "delivered" else None
+
+        webhook = wait_for(delivered, 30, "delivery after retries")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [a["status_code"] for a in webhook["attempts"]] == [500, 500, 200]
+    assert len(arrivals) == 3
+    assert {a["webhook-id"] for a in arrivals} == {f"msg_{request_id}"}
+    for arrival in arrivals:
+        Webhook(WEBHOOK_SECRET).verify(arrival["body"], arrival)
+
+
+def test_worker_killed_mid_request_still_completes_with_one_webhook(
+    live: Stack, gateway_url: str
+) -> None:
+    files = {
+        f"/slow{i}.jpg": (sample_images.photo_jpeg(320, 240, 85, seed=i), "image/jpeg")
+        for i in range(16)
+    }
+    with ImageHost(files, latency=0.4) as host:
+        lines = [f"{i},Item {i},{host.base_url}/slow{i}.jpg" for i in range(16)]
+        csv_bytes = ("Serial Number,Product Name,Input Image Urls\n" + "\n".join(lines)).encode()
+        request_id = upload(gateway_url, csv_bytes, f"{gateway_url}/webhook").json()["request_id"]
+        wait_for(
+            lambda: (
+                requests.get(f"{gateway_url}/status/{request_id}", timeout=10).json()["progress"][
+                    "done"
+                ]
+                >= 2
+            ),
+            60,
+            "the first images",
+        )
+        live.stop("worker", sig=signal.SIGKILL)
+        in_flight = requests.get(f"{gateway_url}/status/{request_id}", timeout=10).json()
+        assert in_flight["status"] == "in progress"
+        live.start_worker(concurrency=4)
+        status = wait_until_finished(gateway_url, request_id, timeout=120)
+    assert status["status"] == "completed"
+    assert status["progress"]["done"] == 16
+    wait_for(lambda: webhooks_for(gateway_url, request_id), 30, "the webhook")
+    time.sleep(3)
+    assert len(webhooks_for(gateway_url, request_id)) == 1
+    assert len(read_csv(status["csv_url"])) == 17
