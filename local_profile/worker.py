@@ -95,10 +95,12 @@ def materialize_slice_task(payload: dict[str, Any]) -> None:
     materialize_slice(services(), slice_from_payload(payload))
 
 
-@app.task(name=TASK_PROCESS, **RETRY)
-def process_image_task(request_id: str, image_id: str) -> None:
+@app.task(name=TASK_PROCESS, bind=True, **RETRY)
+def process_image_task(self: Any, request_id: str, image_id: str) -> None:
+    # Redis hands a task out again when its worker died holding it; kombu marks it so.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        process_image(services(), request_id, image_id)
+        process_image(services(), request_id, image_id, redelivered=redelivered)
     except RetryLater as later:
         log.info(
             "image %s/%s: retry in %.0fs (%s)",

@@ -167,6 +167,8 @@ def status_body(report: StatusReport) -> dict[str, Any]:
         "created_at": _iso(request.created_at),
         "updated_at": _iso(report.updated_at),
     }
+    if request.completed_at:
+        body["completed_at"] = _iso(request.completed_at)
     if request.csv_url:
         body["csv_url"] = request.csv_url
     if request.error_code:

@@ -45,8 +45,9 @@ class RequestRepository(Protocol):
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try at an image. `version` is the store's marker of the write that started it; the
-    result is recorded only if nobody else wrote the image meanwhile (or it is still pending)."""
+    """One try at an image. `version` is the store's marker of the image as this attempt last
+    saw or wrote it; the outcome is recorded only if nobody else wrote the image meanwhile, or
+    if it is still pending."""
 
     number: int
     version: object | None = None
@@ -60,8 +61,17 @@ class ImageRepository(Protocol):
 
     def get(self, request_id: str, image_id: str) -> ImageRecord | None: ...
 
-    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
-        """Count one more attempt at the image."""
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
+        """Start attempt number `record.attempts + 1`. The count is written with the outcome;
+        `count_now` writes it before the work as well, for a task that was redelivered after
+        a crash: a picture that kills its worker must still run out of attempts."""
+        ...
+
+    def record_retry(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        """The attempt failed in a way worth retrying: count it and keep its error, still
+        pending, so the status shows why the image is taking long."""
         ...
 
     def record_done(

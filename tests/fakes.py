@@ -115,19 +115,29 @@ class FakeImages:
         return out
 
     def get(self, request_id: str, image_id: str) -> ImageRecord | None:
-        return self.records.get((request_id, image_id))
+        record = self.records.get((request_id, image_id))
+        if record is None:
+            return None
+        return dataclasses.replace(record, version=self.versions[(request_id, image_id)])
 
-    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
-        key = (request_id, image_id)
-        record = self.records[key]
-        self.records[key] = dataclasses.replace(record, attempts=record.attempts + 1)
-        return Attempt(record.attempts + 1, self._bump(key))
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
+        key = (record.request_id, record.image_id)
+        number = record.attempts + 1
+        if not count_now:
+            return Attempt(number, record.version)
+        self.records[key] = dataclasses.replace(self.records[key], attempts=number)
+        return Attempt(number, self._bump(key))
+
+    def record_retry(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        self._record(attempt, (request_id, image_id), error_code=code, error_message=message)
 
     def _record(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> None:
         record = self.records[key]
         if self.versions[key] != attempt.version and record.state.terminal:
             return
-        self.records[key] = dataclasses.replace(record, **fields)  # type: ignore[arg-type]
+        self.records[key] = dataclasses.replace(record, attempts=attempt.number, **fields)  # type: ignore[arg-type]
         self._bump(key)
 
     def record_done(

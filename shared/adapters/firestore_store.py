@@ -66,7 +66,7 @@ def _request_from(data: dict[str, Any]) -> RequestRecord:
     )
 
 
-def _image_from(data: dict[str, Any]) -> ImageRecord:
+def _image_from(data: dict[str, Any], version: object | None = None) -> ImageRecord:
     return ImageRecord(
         request_id=data["request_id"],
         image_id=data["image_id"],
@@ -89,6 +89,7 @@ def _image_from(data: dict[str, Any]) -> ImageRecord:
         output_format=data.get("output_format"),
         output_bytes=data.get("output_bytes"),
         updated_at=data.get("updated_at"),
+        version=version,
     )
 
 
@@ -225,7 +226,7 @@ class FirestoreImages:
         # the race (the batch's create fails as a whole) read again.
         for _ in range(3):
             existing = {
-                snap.id: _image_from(snap.to_dict() or {})
+                snap.id: _image_from(snap.to_dict() or {}, snap.update_time)
                 for snap in self._db.get_all(refs)
                 if snap.exists
             }
@@ -262,21 +263,31 @@ class FirestoreImages:
 
     def get(self, request_id: str, image_id: str) -> ImageRecord | None:
         snap = self._collection(request_id).document(image_id).get()
-        return _image_from(snap.to_dict()) if snap.exists else None
+        return _image_from(snap.to_dict(), snap.update_time) if snap.exists else None
 
-    def start_attempt(self, request_id: str, image_id: str) -> Attempt:
-        ref = self._collection(request_id).document(image_id)
-        snap = ref.get()
-        result = ref.update({"attempts": firestore.Increment(1), "updated_at": self._clock.now()})
-        # The update time of this write is the precondition of the result's write, so that a
-        # duplicated task never overwrites a result another copy already recorded.
-        return Attempt(number=int(snap.get("attempts") or 0) + 1, version=result.update_time)
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
+        number = record.attempts + 1
+        if not count_now:
+            return Attempt(number, record.version)
+        ref = self._collection(record.request_id).document(record.image_id)
+        result = ref.update({"attempts": number, "updated_at": self._clock.now()})
+        return Attempt(number, result.update_time)
 
-    def _record_terminal(
+    def record_retry(
+        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
+    ) -> None:
+        self._record(
+            attempt,
+            request_id,
+            image_id,
+            {"attempts": attempt.number, "error_code": code, "error_message": message},
+        )
+
+    def _record(
         self, attempt: Attempt, request_id: str, image_id: str, fields: dict[str, Any]
     ) -> None:
         ref = self._collection(request_id).document(image_id)
-        fields = {**fields, "updated_at": self._clock.now()}
+        fields = {**fields, "attempts": attempt.number, "updated_at": self._clock.now()}
         if attempt.version is not None:
             try:
                 ref.update(fields, option=self._db.write_option(last_update_time=attempt.version))
@@ -299,7 +310,7 @@ class FirestoreImages:
         image: CompressedImage,
         source_bytes: int,
     ) -> None:
-        self._record_terminal(
+        self._record(
             attempt,
             request_id,
             image_id,
@@ -324,7 +335,7 @@ class FirestoreImages:
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
     ) -> None:
-        self._record_terminal(
+        self._record(
             attempt,
             request_id,
             image_id,

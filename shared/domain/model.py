@@ -113,6 +113,9 @@ class ImageRecord:
     output_format: str | None = None
     output_bytes: int | None = None
     updated_at: datetime | None = None
+    # The store's marker of this version of the record (Firestore: its update time), used as
+    # a precondition so that duplicated tasks never overwrite each other's outcome.
+    version: object | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,16 @@ def output_csv_path(request_id: str) -> str:
 
 def on_image_settled(services: Services, request_id: str, image_id: str) -> bool:
     """Returns True when this call finalised the request."""
+    # Most events arrive while other images are pending: one cheap query settles them. (A
+    # request with pending images cannot have been finalised, so the order is safe.)
+    if services.images.has_pending(request_id):
+        return False
     request = services.requests.get(request_id)
     if request is None:
         log.warning("settled image %s of unknown request %s", image_id, request_id)
         return False
     if request.status is not RequestStatus.IN_PROGRESS:
         _redispatch_webhook(services, request_id)
-        return False
-    if services.images.has_pending(request_id):
         return False
     # No pending image, but images are created slice by slice: all of them must exist.
     if services.images.count(request_id) < request.total_images:

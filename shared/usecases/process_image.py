@@ -43,8 +43,15 @@ def retry_delay(attempt: int, hint: float | None) -> float:
     return max(delay, min(hint, RETRY_CAP)) if hint else delay
 
 
-def process_image(services: Services, request_id: str, image_id: str) -> ImageState:
-    """Raises RetryLater when a transient failure deserves another attempt."""
+def process_image(
+    services: Services, request_id: str, image_id: str, *, redelivered: bool = False
+) -> ImageState:
+    """Raises RetryLater when a transient failure deserves another attempt.
+
+    `redelivered` says the platform handed this task out again (its worker may have died in
+    it); only then is the attempt counted before the work. The usual path costs one read and
+    one write of the image document.
+    """
     record = services.images.get(request_id, image_id)
     if record is None:
         # Tasks are queued only after their image is created; this is a stray duplicate of a
@@ -55,7 +62,7 @@ def process_image(services: Services, request_id: str, image_id: str) -> ImageSt
         services.events.image_settled(request_id, image_id)
         return record.state
 
-    attempt = services.images.start_attempt(request_id, image_id)
+    attempt = services.images.begin_attempt(record, count_now=redelivered)
     max_attempts = services.settings.image_max_attempts
     try:
         fetched = services.fetcher.fetch(record.input_url)
@@ -74,6 +81,9 @@ def process_image(services: Services, request_id: str, image_id: str) -> ImageSt
         state = ImageState.DONE
     except ImageFailure as failure:
         if failure.transient and attempt.number < max_attempts:
+            services.images.record_retry(
+                attempt, request_id, image_id, code=failure.code.value, message=failure.message
+            )
             raise RetryLater(
                 failure.message, after_seconds=retry_delay(attempt.number, failure.retry_after)
             ) from failure
@@ -90,6 +100,13 @@ def process_image(services: Services, request_id: str, image_id: str) -> ImageSt
         error_id = uuid.uuid4().hex[:12]
         log.exception("image %s/%s: unexpected error %s", request_id, image_id, error_id)
         if attempt.number < max_attempts:
+            services.images.record_retry(
+                attempt,
+                request_id,
+                image_id,
+                code=ErrorCode.INTERNAL.value,
+                message=f"internal error (id {error_id}); retrying",
+            )
             raise RetryLater(
                 f"unexpected error {error_id}", after_seconds=retry_delay(attempt.number, None)
             ) from exc

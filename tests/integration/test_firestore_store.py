@@ -24,6 +24,7 @@ from shared.domain.model import (
     image_id,
     new_request_id,
 )
+from shared.ports import Attempt
 from shared.usecases.services import SystemClock
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,12 @@ def jobs(request_id: str, count: int) -> list[ImageJob]:
     ]
 
 
+def begin(images: FirestoreImages, request_id: str, image_id: str) -> Attempt:
+    record = images.get(request_id, image_id)
+    assert record is not None
+    return images.begin_attempt(record, count_now=False)
+
+
 JPEG = CompressedImage(b"x" * 10, "jpeg", "image/jpeg", "jpg", 4, 3, "png", 100, 50)
 
 
@@ -88,7 +95,7 @@ def test_images_are_created_in_batches_of_500_and_only_once(stores) -> None:  # 
     first = images.create_missing(all_jobs)
     assert len(first) == 1200 and all(r.state is ImageState.PENDING for r in first)
     assert images.count(request_id) == 1200
-    attempt = images.start_attempt(request_id, all_jobs[0].image_id)
+    attempt = begin(images, request_id, all_jobs[0].image_id)
     images.record_done(
         attempt, request_id, all_jobs[0].image_id, output_url="u", output_path="p", image=JPEG,
         source_bytes=99,
@@ -115,18 +122,18 @@ def test_progress_is_counted_from_the_image_documents(stores) -> None:  # type: 
     images.create_missing(all_jobs)
     assert images.has_pending(request_id)
     for job in all_jobs[:3]:
-        attempt = images.start_attempt(request_id, job.image_id)
+        attempt = begin(images, request_id, job.image_id)
         images.record_done(
             attempt, request_id, job.image_id, output_url="u", output_path="p", image=JPEG,
             source_bytes=1,
         )  # fmt: skip
-    attempt = images.start_attempt(request_id, all_jobs[3].image_id)
+    attempt = begin(images, request_id, all_jobs[3].image_id)
     images.record_failed(attempt, request_id, all_jobs[3].image_id, code="timeout", message="slow")
     assert images.progress(request_id, 5) == Progress(total=5, done=3, failed=1)
     assert images.has_pending(request_id)
     last = images.last_update(request_id)
     assert last is not None and last > datetime.now(UTC) - timedelta(minutes=1)
-    attempt = images.start_attempt(request_id, all_jobs[4].image_id)
+    attempt = begin(images, request_id, all_jobs[4].image_id)
     images.record_failed(attempt, request_id, all_jobs[4].image_id, code="timeout", message="x")
     assert not images.has_pending(request_id)
 
@@ -136,9 +143,8 @@ def test_a_duplicate_attempt_never_overwrites_a_recorded_result(stores) -> None:
     request_id = new_request(requests, 1)
     (job,) = jobs(request_id, 1)
     images.create_missing([job])
-    first = images.start_attempt(request_id, job.image_id)
-    second = images.start_attempt(request_id, job.image_id)  # a duplicated task, concurrently
-    assert (first.number, second.number) == (1, 2)
+    first = begin(images, request_id, job.image_id)
+    second = begin(images, request_id, job.image_id)  # a duplicated task, concurrently
     images.record_done(
         second, request_id, job.image_id, output_url="u2", output_path="p", image=JPEG,
         source_bytes=1,
@@ -146,7 +152,38 @@ def test_a_duplicate_attempt_never_overwrites_a_recorded_result(stores) -> None:
     images.record_failed(first, request_id, job.image_id, code="timeout", message="late")
     record = images.get(request_id, job.image_id)
     assert record is not None
-    assert (record.state, record.output_url, record.attempts) == (ImageState.DONE, "u2", 2)
+    assert (record.state, record.output_url, record.attempts) == (ImageState.DONE, "u2", 1)
+
+
+def test_a_redelivered_task_counts_its_attempt_before_working(stores) -> None:  # type: ignore[no-untyped-def]
+    requests, images, _ = stores
+    request_id = new_request(requests, 1)
+    (job,) = jobs(request_id, 1)
+    images.create_missing([job])
+    for expected in (1, 2, 3):  # the worker dies every time, before any outcome
+        record = images.get(request_id, job.image_id)
+        assert record is not None
+        attempt = images.begin_attempt(record, count_now=True)
+        assert attempt.number == expected
+    record = images.get(request_id, job.image_id)
+    assert record is not None and record.attempts == 3 and record.state is ImageState.PENDING
+
+
+def test_a_retry_keeps_the_image_pending_with_its_last_error(stores) -> None:  # type: ignore[no-untyped-def]
+    requests, images, _ = stores
+    request_id = new_request(requests, 1)
+    (job,) = jobs(request_id, 1)
+    images.create_missing([job])
+    attempt = begin(images, request_id, job.image_id)
+    images.record_retry(attempt, request_id, job.image_id, code="timeout", message="slow host")
+    record = images.get(request_id, job.image_id)
+    assert record is not None
+    assert (record.state, record.attempts, record.error_code) == (
+        ImageState.PENDING,
+        1,
+        "timeout",
+    )
+    assert begin(images, request_id, job.image_id).number == 2
 
 
 def test_pages_and_iteration_follow_input_order(stores) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,77 @@
+"""The Celery task queue adapter against a real Redis (our own, on a free port)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from local_profile.stack import Stack
+from shared.adapters.celery_queue import (
+    DELAYED_KEY,
+    QUEUE_CONTROL,
+    QUEUE_IMAGES,
+    TASK_PROCESS,
+    TASK_WEBHOOK,
+    CeleryTaskQueue,
+    make_celery,
+)
+from shared.domain.model import ImageJob, ImageSlice
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def queue(backing: Stack) -> tuple[CeleryTaskQueue, redis.Redis]:
+    # A database of its own, so the live worker of the e2e tests never sees these messages.
+    url = backing.env["REDIS_URL"].rsplit("/", 1)[0] + "/5"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    return CeleryTaskQueue(make_celery(url), client), client
+
+
+def queued(client: redis.Redis, name: str) -> list[dict[str, object]]:
+    return [json.loads(raw) for raw in client.lrange(name, 0, -1)]
+
+
+def test_images_go_to_the_images_queue_one_message_each(queue) -> None:  # type: ignore[no-untyped-def]
+    tasks, client = queue
+    tasks.process("r1", ["0000000-00", "0000000-01"])
+    messages = queued(client, QUEUE_IMAGES)
+    assert [m["headers"]["task"] for m in messages] == [TASK_PROCESS, TASK_PROCESS]
+    assert sorted(
+        json.loads(__import__("base64").b64decode(m["body"]))[0][1] for m in messages
+    ) == [
+        "0000000-00",
+        "0000000-01",
+    ]
+
+
+def test_slices_go_to_the_control_queue(queue) -> None:  # type: ignore[no-untyped-def]
+    tasks, client = queue
+    job = ImageJob("r1", "0000000-00", 0, 0, "1", "http://127.0.0.1/a.jpg")
+    tasks.materialize([ImageSlice("r1", 0, (job,)), ImageSlice("r1", 1, (job,))])
+    assert client.llen(QUEUE_CONTROL) == 2
+
+
+def test_a_delayed_task_waits_until_due_then_is_released_once(queue) -> None:  # type: ignore[no-untyped-def]
+    tasks, client = queue
+    tasks.deliver_webhook("r1", delay_seconds=0.5)
+    assert client.llen(QUEUE_CONTROL) == 0
+    assert tasks.release_due() == 0  # not due yet
+    assert client.zcard(DELAYED_KEY) == 1
+    time.sleep(0.6)
+    assert tasks.release_due() == 1
+    assert tasks.release_due() == 0
+    (message,) = queued(client, QUEUE_CONTROL)
+    assert message["headers"]["task"] == TASK_WEBHOOK
+    assert client.zcard(DELAYED_KEY) == 0
+
+
+def test_an_immediate_webhook_is_queued_at_once(queue) -> None:  # type: ignore[no-untyped-def]
+    tasks, client = queue
+    tasks.deliver_webhook("r1")
+    assert client.llen(QUEUE_CONTROL) == 1
+    assert client.zcard(DELAYED_KEY) == 0
