@@ -17,6 +17,7 @@ from shared.adapters.celery_queue import (
     QUEUE_IMAGES,
     TASK_MATERIALIZE,
     TASK_PROCESS,
+    TASK_RECOVER,
     TASK_RELEASE,
     TASK_SETTLED,
     TASK_WEBHOOK,
@@ -30,15 +31,20 @@ from shared.domain.task_payloads import slice_from_payload
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.finalize_request import on_image_settled
 from shared.usecases.process_image import materialize_slice, process_image
+from shared.usecases.recover_stalled import recover_stalled
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
+VISIBILITY_TIMEOUT = parse_duration(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "300"))
+# A request with no progress for this long, while no image task is waiting, is taken up again.
+STALL_AFTER = parse_duration(os.environ.get("STALL_AFTER", str(2 * VISIBILITY_TIMEOUT)))
 app = make_celery(
     settings.redis_url,
-    visibility_timeout=parse_duration(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "300")),
+    visibility_timeout=VISIBILITY_TIMEOUT,
     restore_interval=parse_duration(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
+    recovery_interval=parse_duration(os.environ.get("RECOVERY_INTERVAL", "60")),
 )
 
 # Infrastructure hiccups (the emulator restarting, Redis blinking) are retried by Celery;
@@ -125,3 +131,10 @@ def deliver_webhook_task(request_id: str) -> None:
 @app.task(name=TASK_RELEASE)
 def release_due_task() -> None:
     _queue().release_due()
+
+
+@app.task(name=TASK_RECOVER)
+def recover_stalled_task() -> None:
+    # While image tasks are waiting, a quiet request is queued, not stalled.
+    if _queue().backlog() == 0:
+        recover_stalled(services(), stalled_after=STALL_AFTER)

@@ -25,6 +25,10 @@ class RequestRepository(Protocol):
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 
+    def in_progress(self, limit: int) -> list[RequestRecord]:
+        """Requests not yet settled, oldest first."""
+        ...
+
     def settle(
         self,
         request_id: str,
@@ -93,6 +97,8 @@ class ImageRepository(Protocol):
         ...
 
     def has_pending(self, request_id: str) -> bool: ...
+
+    def pending_ids(self, request_id: str, limit: int) -> list[str]: ...
 
     def progress(self, request_id: str, total: int) -> Progress:
         """Counts of done and failed images, read without touching any hot document."""

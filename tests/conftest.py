@@ -35,6 +35,9 @@ def base_env() -> dict[str, str]:
         # Short enough that the crash test sees unacknowledged tasks come back quickly.
         "CELERY_VISIBILITY_TIMEOUT": "8",
         "CELERY_RESTORE_INTERVAL": "1",
+        # Requests idle this long with no image task waiting are taken up again.
+        "STALL_AFTER": "6",
+        "RECOVERY_INTERVAL": "1",
         "WEBHOOK_RETRY_SCHEDULE": "1s,2s,3s",
         "FETCH_TOTAL_TIMEOUT": "5s",
         "FETCH_RETRY_BACKOFF": "100ms",

@@ -55,6 +55,10 @@ class FakeRequests:
     def get(self, request_id: str) -> RequestRecord | None:
         return self.records.get(request_id)
 
+    def in_progress(self, limit: int) -> list[RequestRecord]:
+        waiting = [r for r in self.records.values() if r.status is RequestStatus.IN_PROGRESS]
+        return sorted(waiting, key=lambda r: r.created_at)[:limit]
+
     def settle(
         self,
         request_id: str,
@@ -88,12 +92,15 @@ class FakeRequests:
 
 
 class FakeImages:
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.records: dict[tuple[str, str], ImageRecord] = {}
         self.versions: dict[tuple[str, str], int] = {}
+        self.updated: dict[str, datetime] = {}  # latest write per request
+        self._clock = clock
 
     def _bump(self, key: tuple[str, str]) -> int:
         self.versions[key] = self.versions.get(key, 0) + 1
+        self.updated[key[0]] = self._clock.now()
         return self.versions[key]
 
     def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
@@ -187,6 +194,9 @@ class FakeImages:
     def has_pending(self, request_id: str) -> bool:
         return any(r.state is ImageState.PENDING for r in self._of(request_id))
 
+    def pending_ids(self, request_id: str, limit: int) -> list[str]:
+        return [r.image_id for r in self._of(request_id) if r.state is ImageState.PENDING][:limit]
+
     def progress(self, request_id: str, total: int) -> Progress:
         images = self._of(request_id)
         return Progress(
@@ -206,7 +216,7 @@ class FakeImages:
         return images[:limit]
 
     def last_update(self, request_id: str) -> datetime | None:
-        return None
+        return self.updated.get(request_id)
 
 
 class FakeDeliveries:
@@ -363,7 +373,7 @@ class FakeWorld:
 
 def fake_world(settings: Settings | None = None) -> FakeWorld:
     clock = FakeClock()
-    requests, images, deliveries = FakeRequests(), FakeImages(), FakeDeliveries()
+    requests, images, deliveries = FakeRequests(), FakeImages(clock), FakeDeliveries()
     requests.deliveries = deliveries
     blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
     webhooks, guard = FakeWebhookTransport(), FakeGuard()

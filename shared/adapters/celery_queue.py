@@ -25,6 +25,7 @@ TASK_PROCESS = "imgsvc.process_image"
 TASK_SETTLED = "imgsvc.image_settled"
 TASK_WEBHOOK = "imgsvc.deliver_webhook"
 TASK_RELEASE = "imgsvc.release_due"
+TASK_RECOVER = "imgsvc.recover_stalled"
 QUEUE_CONTROL = "control"
 QUEUE_IMAGES = "images"
 DELAYED_KEY = "imgsvc:delayed"
@@ -32,7 +33,7 @@ RELEASE_BATCH = 500
 
 
 def celery_config(
-    redis_url: str, visibility_timeout: float, restore_interval: float
+    redis_url: str, visibility_timeout: float, restore_interval: float, recovery_interval: float
 ) -> dict[str, Any]:
     return {
         "broker_url": redis_url,
@@ -41,6 +42,9 @@ def celery_config(
             # A task whose worker died unacknowledged is handed out again after this long.
             "visibility_timeout": visibility_timeout,
             "unacked_restore_interval": restore_interval,
+            # A worker killed while restoring would otherwise block every restore for the
+            # default five minutes.
+            "unacked_mutex_expire": max(10, int(restore_interval * 10)),
         },
         "task_ignore_result": True,
         "task_acks_late": True,
@@ -52,6 +56,11 @@ def celery_config(
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
         "beat_schedule": {
+            "recover-stalled": {
+                "task": TASK_RECOVER,
+                "schedule": recovery_interval,
+                "options": {"queue": QUEUE_CONTROL, "expires": recovery_interval},
+            },
             "release-due": {
                 "task": TASK_RELEASE,
                 "schedule": 1.0,
@@ -62,12 +71,17 @@ def celery_config(
 
 
 def make_celery(
-    redis_url: str, visibility_timeout: float = 300.0, restore_interval: float = 10.0
+    redis_url: str,
+    visibility_timeout: float = 300.0,
+    restore_interval: float = 10.0,
+    recovery_interval: float = 60.0,
 ) -> Any:
     from celery import Celery
 
     app = Celery("imgsvc")
-    app.conf.update(celery_config(redis_url, visibility_timeout, restore_interval))
+    app.conf.update(
+        celery_config(redis_url, visibility_timeout, restore_interval, recovery_interval)
+    )
     return app
 
 
@@ -109,6 +123,10 @@ class CeleryTaskQueue:
             return
         member = json.dumps({"task": name, "args": args, "queue": queue, "nonce": time.time_ns()})
         self._redis.zadd(DELAYED_KEY, {member: time.time() + delay_seconds})
+
+    def backlog(self) -> int:
+        """Image tasks waiting in the queue (not counting those workers hold)."""
+        return int(self._redis.llen(QUEUE_IMAGES))
 
     def release_due(self) -> int:
         """Queue what has fallen due. Sent before removed: a crash in between duplicates a

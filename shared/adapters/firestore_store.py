@@ -144,6 +144,15 @@ class FirestoreRequests:
         snap = self._ref(request_id).get()
         return _request_from(snap.to_dict()) if snap.exists else None
 
+    def in_progress(self, limit: int) -> list[RequestRecord]:
+        query = (
+            self._db.collection(REQUESTS)
+            .where(filter=FieldFilter("status", "==", RequestStatus.IN_PROGRESS.value))
+            .limit(limit)
+        )
+        records = [_request_from(snap.to_dict() or {}) for snap in query.get()]
+        return sorted(records, key=lambda r: r.created_at)
+
     def settle(
         self,
         request_id: str,
@@ -347,6 +356,10 @@ class FirestoreImages:
 
     def has_pending(self, request_id: str) -> bool:
         return bool(self._where_state(request_id, ImageState.PENDING).limit(1).get())
+
+    def pending_ids(self, request_id: str, limit: int) -> list[str]:
+        query = self._where_state(request_id, ImageState.PENDING).select([]).limit(limit)
+        return [snap.id for snap in query.get()]
 
     def _count(self, query: Any) -> int:
         result = query.count().get()

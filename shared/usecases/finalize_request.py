@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The CSV was validated when it was accepted; reading it back must not fail because limits
 # were lowered since.
-_NO_LIMITS = Limits(
+NO_LIMITS = Limits(
     max_upload_bytes=2**62, max_rows=2**62, max_urls_per_row=2**62, max_url_length=2**62
 )
 
@@ -60,7 +60,7 @@ def on_image_settled(services: Services, request_id: str, image_id: str) -> bool
 def complete_request(services: Services, request: RequestRecord) -> bool:
     request_id = request.request_id
     try:
-        table = parse_product_csv(services.blobs.get_upload(request.input_path), _NO_LIMITS)
+        table = parse_product_csv(services.blobs.get_upload(request.input_path), NO_LIMITS)
     except BlobMissing:
         return fail_request(services, request_id, "input_missing", "the uploaded CSV is gone")
     except CsvInvalid:

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
@@ -242,3 +243,20 @@ def test_worker_killed_mid_request_still_completes_with_one_webhook(
     time.sleep(3)
     assert len(webhooks_for(gateway_url, request_id)) == 1
     assert len(read_csv(status["csv_url"])) == 17
+
+
+def test_a_request_whose_queued_work_was_lost_still_completes(
+    live: Stack, gateway_url: str, image_host: ImageHost
+) -> None:
+    live.stop("worker")
+    csv_bytes = (
+        "Serial Number,Product Name,Input Image Urls\n"
+        f"1,Lamp,{image_host.base_url}/front.jpg\n2,Desk,{image_host.base_url}/logo.png\n"
+    ).encode()
+    request_id = upload(gateway_url, csv_bytes).json()["request_id"]
+    broker = redis.Redis.from_url(live.env["REDIS_URL"])
+    assert broker.delete("control") == 1  # the fan-out message is gone, as in a broker crash
+    live.start_worker(concurrency=4)
+    status = wait_until_finished(gateway_url, request_id, timeout=60)
+    assert status["status"] == "completed"
+    assert status["progress"] == {"total": 2, "done": 2, "failed": 0, "pending": 0}
