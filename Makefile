@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TASKS_VENV := .venv-tasks
+TASKS_STAMP := $(TASKS_VENV)/.installed
+PROFILE ?= local
 RUN_DIR := .run
 
 .PHONY: help install system-deps up down status demo test unit lint typecheck bench clean
@@ -12,6 +15,7 @@ help:
 	@echo "make demo   - start the local stack, process a sample CSV end to end, show the results"
 	@echo "make test   - lint, type-check and run every test (starts and stops its own services)"
 	@echo "make up     - start the local stack in the background and print its base URL"
+	@echo "              (PROFILE=cloud: the four Cloud Functions over emulated Cloud Tasks and Eventarc)"
 	@echo "make down   - stop exactly what make up started"
 	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
 
@@ -21,14 +25,19 @@ $(STAMP): requirements.txt requirements-local.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-install: system-deps $(STAMP)
+$(TASKS_STAMP): requirements-tasks-emulator.txt
+	@test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
+	$(TASKS_VENV)/bin/python -m pip install --quiet -r requirements-tasks-emulator.txt
+	@touch $(TASKS_STAMP)
+
+install: system-deps $(STAMP) $(TASKS_STAMP)
 
 # Debian packages the stack needs; installed when missing and we are root, else explained.
 system-deps:
 	@./scripts/system-deps.sh
 
 up: install
-	@$(PY) -m local_profile.stack up --run-dir $(RUN_DIR)
+	@$(PY) -m local_profile.stack up --profile $(PROFILE) --run-dir $(RUN_DIR)
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m local_profile.stack down --run-dir $(RUN_DIR); else echo "nothing was running"; fi
@@ -37,7 +46,7 @@ status:
 	@$(PY) -m local_profile.stack status --run-dir $(RUN_DIR)
 
 demo: install
-	@$(PY) -m local_profile.demo --run-dir $(RUN_DIR)
+	@$(PY) -m local_profile.demo --profile $(PROFILE) --run-dir $(RUN_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -56,4 +65,4 @@ bench: install
 	$(PY) -m bench.run
 
 clean: down
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build
+	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build

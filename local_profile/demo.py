@@ -103,18 +103,19 @@ def run(base: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
+    parser.add_argument("--profile", choices=["local", "cloud"], default="local")
     args = parser.parse_args()
     already_up = Stack.load(args.run_dir) is not None
     try:
         print(
             "== Starting the local stack (Firestore and Storage emulators, Redis, Celery, gateway)"
         )
-        stack = up(args.run_dir, os.environ)
+        stack = up(args.run_dir, os.environ, args.profile)
     except StackError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     try:
-        return run(stack.services["gateway"].url or "")
+        return run(stack.base_url)
     finally:
         if not already_up:
             down(args.run_dir)

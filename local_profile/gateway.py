@@ -63,17 +63,8 @@ class WebhookInbox:
             return list(self._messages)
 
 
-def create_app(services: Services) -> Flask:
-    app = Flask(__name__)
-    inbox = WebhookInbox(services.settings.webhook_secrets)
-
-    @app.post("/upload")
-    def upload() -> Response:
-        return http_flask.upload(services, request)
-
-    @app.get("/status/<request_id>")
-    def status(request_id: str) -> Response:
-        return http_flask.status(services, request, request_id)
+def mount_webhook_receiver(app: Flask, inbox: WebhookInbox) -> None:
+    """POST /webhook verifies and keeps a message; GET /webhook lists what arrived."""
 
     @app.post("/webhook")
     def receive_webhook() -> tuple[Response, int]:
@@ -84,6 +75,19 @@ def create_app(services: Services) -> Flask:
     @app.get("/webhook")
     def list_webhooks() -> Response:
         return jsonify({"received": inbox.messages()})
+
+
+def create_app(services: Services) -> Flask:
+    app = Flask(__name__)
+    mount_webhook_receiver(app, WebhookInbox(services.settings.webhook_secrets))
+
+    @app.post("/upload")
+    def upload() -> Response:
+        return http_flask.upload(services, request)
+
+    @app.get("/status/<request_id>")
+    def status(request_id: str) -> Response:
+        return http_flask.status(services, request, request_id)
 
     @app.get("/healthz")
     def health() -> Response:

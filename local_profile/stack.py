@@ -25,8 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN_DIR = ROOT / ".run"
+TASKS_VENV = ROOT / ".venv-tasks"
 STATE_FILE = "stack.json"
 PROJECT = "demo-imgsvc"
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
@@ -49,6 +52,12 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
             return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def redis_answers(url: str) -> bool:
@@ -104,6 +113,14 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
 
+    @property
+    def base_url(self) -> str:
+        """Where clients send requests: the gateway (local) or the Hosting stand-in (cloud)."""
+        front = self.services.get("gateway") or self.services.get("hosting")
+        if front is None or front.url is None:
+            raise StackError("neither the gateway nor the hosting router is running")
+        return front.url
+
     def setting(self, key: str) -> str | None:
         """What the stack's processes will see for `key` (ours first, then inherited)."""
         return self.env.get(key) or os.environ.get(key)
@@ -111,16 +128,25 @@ class Stack:
     # ---- processes -------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path = ROOT,
+        pythonpath: str | None = str(ROOT),
     ) -> Service:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / f"{name}.log"
         env = {**os.environ, **self.env, **(extra_env or {})}
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        if pythonpath is None:
+            env.pop("PYTHONPATH", None)
+        else:
+            env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
         with open(log_path, "ab") as log:
             process = subprocess.Popen(  # noqa: S603 (our own argv)
                 argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -257,6 +283,83 @@ class Stack:
         self._wait("gateway", lambda: _http_ok(f"{url}/healthz"), 30)
         return url
 
+    # ---- the emulated cloud profile --------------------------------------------------
+
+    def start_tasks_emulator(self) -> str:
+        binary = TASKS_VENV / "bin" / "gcloud-tasks-emulator"
+        if not binary.exists():
+            raise StackError(f"{binary} is missing: run `make install` (it needs protobuf<5)")
+        settings = self._settings()
+        location = f"projects/{settings.project}/locations/{settings.cloud_tasks_location}"
+        queues = [
+            settings.cloud_tasks_fanout_queue,
+            settings.cloud_tasks_queue,
+            settings.cloud_tasks_webhook_queue,
+        ]
+        port = free_port()
+        argv = [str(binary), "start", "-p", str(port)]
+        for queue in queues:
+            argv += ["-d", f"{location}/queues/{queue}"]
+        self._spawn("tasks", argv, pythonpath=None)
+        self._wait("tasks", lambda: _tcp_open(port), 30)
+        self.env["CLOUD_TASKS_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+        return self.env["CLOUD_TASKS_EMULATOR_HOST"]
+
+    def _settings(self) -> Settings:
+        return Settings.from_env({**os.environ, **self.env})
+
+    def start_function(self, name: str, port: int, staged: Path, env: Mapping[str, str]) -> str:
+        """One function from its staged folder under functions-framework, the way Cloud Run
+        serves it: only the folder's own copy of shared/ is importable."""
+        binary = Path(sys.executable).with_name("functions-framework")
+        argv = [
+            str(binary), "--target", name, "--source", str(staged / name / "main.py"),
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        self._spawn(f"fn-{name}", argv, env, cwd=staged / name, pythonpath=None)
+        url = f"http://127.0.0.1:{port}/"
+        self.services[f"fn-{name}"].url = url
+        self._wait(f"fn-{name}", lambda: _tcp_open(port), 60)
+        return url
+
+    def start_cloud_profile(self, gateway_port: int | None = None) -> str:
+        """The four functions from their staged folders, Cloud Tasks emulated, an Eventarc
+        stand-in for the Firestore trigger, and a Hosting stand-in on the gateway port."""
+        from scripts.stage_functions import FUNCTIONS, stage
+
+        staged = self.run_dir / "functions"
+        for name in FUNCTIONS:
+            stage(name, staged)
+        if "CLOUD_TASKS_EMULATOR_HOST" not in self.env:
+            self.start_tasks_emulator()
+        ports = {name: free_port() for name in FUNCTIONS}
+        urls = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
+        env = {
+            "TASK_BACKEND": "cloudtasks",
+            "PROCESS_IMAGE_URL": urls["process_image"],
+            "FINALIZE_URL": urls["finalize"],
+        }
+        for name in FUNCTIONS:
+            self.start_function(name, ports[name], staged, env)
+        ready_file = self.run_dir / "eventarc.ready"
+        ready_file.unlink(missing_ok=True)
+        self._spawn(
+            "eventarc",
+            [sys.executable, "-m", "local_profile.eventarc", "--target", urls["finalize"]],
+            {"IMGSVC_READY_FILE": str(ready_file)},
+        )
+        self._wait("eventarc", ready_file.exists, 30)
+        port = gateway_port or free_port()
+        self._spawn(
+            "hosting",
+            [sys.executable, "-m", "local_profile.hosting_router"],
+            {"GATEWAY_PORT": str(port), "FUNCTION_URLS": json.dumps(urls)},
+        )
+        url = f"http://127.0.0.1:{port}"
+        self.services["hosting"].url = url
+        self._wait("hosting", lambda: _http_ok(f"{url}/healthz"), 30)
+        return url
+
     def start_backing_services(self, redis_url: str | None = None) -> None:
         self.start_firestore()
         self.start_storage()
@@ -325,8 +428,6 @@ def create_buckets(env: Mapping[str, str]) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    from shared.config import Settings
-
     settings = Settings.from_env(env)
     os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
     client = storage.Client(project=settings.project, credentials=AnonymousCredentials())
@@ -359,19 +460,25 @@ def local_env(environ: Mapping[str, str], dotenv: Path | None = ROOT / ".env") -
     return env
 
 
-def up(run_dir: Path, environ: Mapping[str, str]) -> Stack:
+def up(run_dir: Path, environ: Mapping[str, str], profile: str = "local") -> Stack:
     existing = Stack.load(run_dir)
-    if existing and all(s.alive() for s in existing.services.values()):
+    alive = existing is not None and all(s.alive() for s in existing.services.values())
+    if existing is not None and alive and existing.env.get("PROFILE", "local") == profile:
         return existing
     if existing:
         down(run_dir)
     env = local_env(environ)
+    env["PROFILE"] = profile
     settings = {**env, **environ}
     stack = Stack(run_dir, env)
+    port = int(settings.get("GATEWAY_PORT") or 8000)
     try:
         stack.start_backing_services(settings.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-        stack.start_worker()
-        stack.start_gateway(int(settings.get("GATEWAY_PORT") or 8000))
+        if profile == "cloud":
+            stack.start_cloud_profile(port)
+        else:
+            stack.start_worker()
+            stack.start_gateway(port)
     except BaseException:
         stack.stop_all()
         raise
@@ -392,15 +499,16 @@ def down(run_dir: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--profile", choices=["local", "cloud"], default="local")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     args = parser.parse_args(argv)
     if args.command == "up":
         try:
-            stack = up(args.run_dir, os.environ)
+            stack = up(args.run_dir, os.environ, args.profile)
         except StackError as exc:
             print(f"make up failed: {exc}", file=sys.stderr)
             return 1
-        print(f"Local stack is up. Base URL: {stack.services['gateway'].url}")
+        print(f"The {args.profile} profile is up. Base URL: {stack.base_url}")
         for name, service in stack.services.items():
             print(f"  {name:<10} pid {service.pid:<8} {service.url or ''}  log {service.log}")
         return 0

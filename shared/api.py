@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.csv_table import CsvInvalid
+from shared.domain.errors import RetryLater
 from shared.domain.model import DeliveryAttempt, ImageRecord, WebhookDelivery, is_request_id
+from shared.domain.task_payloads import slice_from_payload
 from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_upload
+from shared.usecases.process_image import materialize_slice, process_image
 from shared.usecases.report_status import (
     DEFAULT_PAGE,
     StatusReport,
@@ -128,6 +131,43 @@ def upload(
         },
         {"Location": location},
     )
+
+
+def run_task(services: Services, payload: object, *, redelivered: bool) -> ApiResponse:
+    """A Cloud Tasks task for the `process_image` function: a slice or an image.
+
+    2xx ends the task (an image that failed for good is a finished task: its failure is
+    recorded); 503 asks Cloud Tasks to try again with the queue's backoff.
+    """
+    try:
+        if not isinstance(payload, dict):
+            raise TypeError("the task body is not a JSON object")
+        kind = payload.get("kind")
+        if kind == "materialize":
+            image_slice = slice_from_payload(payload["slice"])
+            materialize_slice(services, image_slice)
+            return ApiResponse(200, {"materialized": len(image_slice.jobs)})
+        if kind == "process":
+            state = process_image(
+                services,
+                str(payload["request_id"]),
+                str(payload["image_id"]),
+                redelivered=redelivered,
+            )
+            return ApiResponse(200, {"state": state.value})
+        raise ValueError(f"unknown task kind {kind!r}")
+    except RetryLater as later:
+        return ApiResponse(
+            503,
+            {"retry": later.reason},
+            {"Retry-After": str(max(1, round(later.after_seconds)))},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        # A malformed task is a bug: 400 so it shows, and the queue's attempt limit ends it.
+        log.error("malformed task: %s", exc)
+        return error(400, "malformed_task", str(exc))
+    except Exception:
+        return internal_error("task")
 
 
 def status(

@@ -7,6 +7,7 @@ ask which profile they run in.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -44,6 +45,10 @@ def _google_clients(settings: Settings) -> tuple[Any, Any]:
 
 
 def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
+    if settings.task_backend == "cloudtasks":
+        from shared.adapters.cloud_tasks_queue import CloudTasksQueue, FirestoreTriggerEvents
+
+        return CloudTasksQueue(settings), FirestoreTriggerEvents()
     if settings.task_backend == "celery":
         import redis
 
@@ -53,7 +58,14 @@ def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
             make_celery(settings.redis_url), redis.Redis.from_url(settings.redis_url)
         )
         return queue, queue
-    raise ConfigError(f"task backend {settings.task_backend!r} is not available in this build")
+    raise ConfigError(f"unknown task backend {settings.task_backend!r}")
+
+
+@functools.cache
+def instance_services() -> Services:
+    """One Services per process, built on first use (a Cloud Function instance's cold start
+    pays for it once, at its first request, not at import)."""
+    return build_services()
 
 
 def build_services(settings: Settings | None = None, *, ensure_buckets: bool = False) -> Services:

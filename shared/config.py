@@ -100,7 +100,8 @@ class Settings:
     task_backend: str = "celery"
     redis_url: str = "redis://127.0.0.1:6379/0"
     cloud_tasks_location: str = "us-central1"
-    cloud_tasks_queue: str = "process-images"
+    cloud_tasks_queue: str = "images"
+    cloud_tasks_fanout_queue: str = "fan-out"
     cloud_tasks_webhook_queue: str = "webhooks"
     cloud_tasks_emulator_host: str | None = None
     process_image_url: str | None = None
@@ -184,6 +185,8 @@ class Settings:
             cloud_tasks_location=get("CLOUD_TASKS_LOCATION", d.cloud_tasks_location)
             or d.cloud_tasks_location,
             cloud_tasks_queue=get("CLOUD_TASKS_QUEUE", d.cloud_tasks_queue) or d.cloud_tasks_queue,
+            cloud_tasks_fanout_queue=get("CLOUD_TASKS_FANOUT_QUEUE", d.cloud_tasks_fanout_queue)
+            or d.cloud_tasks_fanout_queue,
             cloud_tasks_webhook_queue=get("CLOUD_TASKS_WEBHOOK_QUEUE", d.cloud_tasks_webhook_queue)
             or d.cloud_tasks_webhook_queue,
             cloud_tasks_emulator_host=get("CLOUD_TASKS_EMULATOR_HOST"),

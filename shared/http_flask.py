@@ -55,3 +55,12 @@ def status(
     services: Services, request: Request, request_id: str, owner: str | None = None
 ) -> Response:
     return to_flask(api.status(services, request_id, request.args.to_dict(), owner=owner))
+
+
+def task(services: Services, request: Request) -> Response:
+    # Cloud Tasks counts the earlier dispatches of this task; any means it was handed out
+    # again, perhaps after its instance died in it.
+    retries = request.headers.get("X-CloudTasks-TaskRetryCount", "0")
+    redelivered = retries.isdigit() and int(retries) > 0
+    payload = request.get_json(silent=True)
+    return to_flask(api.run_task(services, payload, redelivered=redelivered))

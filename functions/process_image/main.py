@@ -1,0 +1,16 @@
+"""Cloud Function `process_image` (HTTP, the Cloud Tasks target): one slice or one image.
+
+2xx tells Cloud Tasks the task is finished, including when the image failed for good (that
+outcome is recorded); 503 asks it to retry with the queue's backoff.
+"""
+
+import functions_framework
+from flask import Request, Response
+
+from shared import http_flask
+from shared.bootstrap import instance_services
+
+
+@functions_framework.http
+def process_image(request: Request) -> Response:
+    return http_flask.task(instance_services(), request)

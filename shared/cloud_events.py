@@ -1,0 +1,32 @@
+"""What the `finalize` function does with the CloudEvents it receives (see its main.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from shared.adapters.cloud_tasks_queue import WEBHOOK_EVENT_TYPE
+from shared.adapters.firestore_events import WRITTEN_EVENT_TYPE, image_write
+from shared.usecases.deliver_webhook import deliver_webhook
+from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def handle_event(services: Services, event_type: str, data: Any) -> None:
+    """Raises on failure, so that the platform delivers the event again."""
+    if event_type == WRITTEN_EVENT_TYPE:
+        if not isinstance(data, bytes):
+            raise ValueError("a Firestore event carries a DocumentEventData protobuf")
+        write = image_write(data)
+        # Creation, retry notes and repeated outcomes are not news; only a settling is.
+        if write.settles:
+            on_image_settled(services, write.request_id, write.image_id)
+        return
+    if event_type == WEBHOOK_EVENT_TYPE:
+        body = json.loads(data) if isinstance(data, bytes | str) else data
+        deliver_webhook(services, str(body["request_id"]))
+        return
+    log.warning("finalize ignores events of type %s", event_type)
