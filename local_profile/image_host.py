@@ -21,9 +21,12 @@ class ImageHost:
         *,
         latency: float = 0.0,
         host: str = "127.0.0.1",
+        fail_first: Mapping[str, int] | None = None,
     ) -> None:
         self.files = dict(files)
         self.latency = latency
+        # Paths that answer 503 to their first n requests: a host having a bad minute.
+        self.fail_first = dict(fail_first or {})
         self.hits: Counter[str] = Counter()
         host_self = self
 
@@ -34,6 +37,11 @@ class ImageHost:
                 host_self.hits[self.path] += 1
                 if host_self.latency:
                     time.sleep(host_self.latency)
+                if host_self.hits[self.path] <= host_self.fail_first.get(self.path, 0):
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 found = host_self.files.get(self.path)
                 if found is None:
                     self.send_response(404)

@@ -39,6 +39,10 @@ def upload(services: Services, request: Request, owner: str | None = None) -> Re
             else None
         )
     except RequestEntityTooLarge:
+        _discard_body(request)
+        # functions-framework reads the body again after every request; with the limit still
+        # set that read would raise and turn our 413 into a 500.
+        request.max_content_length = None
         return to_flask(api.too_large(limit))
     return to_flask(
         api.upload(
@@ -49,6 +53,25 @@ def upload(services: Services, request: Request, owner: str | None = None) -> Re
             owner=owner,
         )
     )
+
+
+# Cloud Functions refuse bodies above 32 MB on their own, so draining stays bounded.
+_DRAIN_CAP = 64 * 1024 * 1024
+
+
+def _discard_body(request: Request) -> None:
+    """Read and drop what the client is still sending before answering 413.
+
+    Answering before the body is read makes gunicorn (Cloud Run, functions-framework) close
+    the connection under the client's feet: a proxy or a client still writing sees a reset,
+    not our JSON 413. Waitress (the local gateway) has read the body already."""
+    stream = request.environ.get("wsgi.input")
+    remaining = min(request.content_length or _DRAIN_CAP, _DRAIN_CAP)
+    while stream is not None and remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 16))
+        if not chunk:
+            break
+        remaining -= len(chunk)
 
 
 def status(

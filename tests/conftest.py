@@ -40,6 +40,7 @@ def base_env() -> dict[str, str]:
         "RECOVERY_INTERVAL": "1",
         "WEBHOOK_RETRY_SCHEDULE": "1s,2s,3s",
         "FETCH_TOTAL_TIMEOUT": "5s",
+        "FETCH_RETRIES": "2",
         "FETCH_RETRY_BACKOFF": "100ms",
         "LOG_LEVEL": "INFO",
     }
@@ -83,6 +84,41 @@ def gateway_url(live: Stack) -> str:
     url = live.services["gateway"].url
     assert url
     return url
+
+
+CLOUD_PROJECT = "demo-imgsvc-cloud"
+
+
+@pytest.fixture(scope="session")
+def cloud(backing: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The emulated cloud profile: the four staged functions, the Cloud Tasks emulator, the
+    Eventarc and Hosting stand-ins. It shares the emulators with the local profile but has a
+    project and buckets of its own, so neither profile ever sees the other's requests."""
+    env = {
+        **backing.env,
+        "GOOGLE_CLOUD_PROJECT": CLOUD_PROJECT,
+        "UPLOADS_BUCKET": "cloud-uploads",
+        "OUTPUTS_BUCKET": "cloud-outputs",
+    }
+    stack = Stack(tmp_path_factory.mktemp("cloud"), env)
+    create_buckets(stack.env)
+    try:
+        stack.start_cloud_profile()
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture(scope="session", params=["local", "cloud"])
+def profile(request: pytest.FixtureRequest) -> Stack:
+    """Either profile, for the tests that must hold for both: same API, same answers."""
+    stack: Stack = request.getfixturevalue("live" if request.param == "local" else "cloud")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def base_url(profile: Stack) -> str:
+    return profile.base_url
 
 
 def log_of(stack: Stack, name: str) -> str:

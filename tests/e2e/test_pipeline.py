@@ -1,7 +1,9 @@
-"""The local profile end to end, through the gateway, as a client sees it.
+"""Both profiles end to end, through their front door, as a client sees it.
 
-Images come from a loopback HTTP server; everything else is the real stack: Firestore and
-Storage emulators, Redis, the Celery worker, the gateway.
+Images come from a loopback HTTP server; everything else is the real stack: the Firestore and
+Storage emulators, and either Redis, the Celery worker and the gateway (local) or the Cloud
+Tasks emulator, the four staged functions and the Eventarc and Hosting stand-ins (cloud).
+Tests that take `base_url` run once per profile; those about Celery itself run locally.
 """
 
 from __future__ import annotations
@@ -64,13 +66,13 @@ def image_host() -> ImageHost:
         yield host
 
 
-def test_quirky_csv_end_to_end(gateway_url: str, image_host: ImageHost) -> None:
-    answer = upload(gateway_url, quirky_csv(image_host.base_url), f"{gateway_url}/webhook")
+def test_quirky_csv_end_to_end(base_url: str, image_host: ImageHost) -> None:
+    answer = upload(base_url, quirky_csv(image_host.base_url), f"{base_url}/webhook")
     assert answer.status_code == 202, answer.text
     request_id = answer.json()["request_id"]
     assert answer.headers["Location"] == f"/status/{request_id}"
 
-    status = wait_until_finished(gateway_url, request_id)
+    status = wait_until_finished(base_url, request_id)
     assert status["status"] == "completed"
     assert status["progress"] == {"total": 5, "done": 4, "failed": 1, "pending": 0}
 
@@ -102,16 +104,16 @@ def test_quirky_csv_end_to_end(gateway_url: str, image_host: ImageHost) -> None:
     assert fetched["rotated"].getexif().get(0x0112) is None
     assert estimate_jpeg_quality(fetched["rotated"].quantization) == 40
 
-    images = details(gateway_url, request_id)["images"]
+    images = details(base_url, request_id)["images"]
     failed = [i for i in images if i["state"] == "failed"]
     assert len(failed) == 1 and failed[0]["input_url"].endswith("/gone.jpg")
     assert failed[0]["error"]["code"] == "http_error"
     front = next(i for i in images if i["input_url"].endswith("/front.jpg"))
     assert (front["source_quality"], front["output_quality"]) == (90, 45)
 
-    messages = wait_for(lambda: webhooks_for(gateway_url, request_id), 30, "the webhook")
+    messages = wait_for(lambda: webhooks_for(base_url, request_id), 30, "the webhook")
     time.sleep(2)  # a duplicate would arrive within the retry schedule's first step
-    messages = webhooks_for(gateway_url, request_id)
+    messages = webhooks_for(base_url, request_id)
     assert len(messages) == 1
     message = messages[0]
     assert message["verified"] is True
@@ -127,8 +129,8 @@ def test_quirky_csv_end_to_end(gateway_url: str, image_host: ImageHost) -> None:
     }
 
 
-def test_invalid_sample_is_refused_with_every_problem_listed(gateway_url: str) -> None:
-    answer = upload(gateway_url, (SAMPLES / "invalid.csv").read_bytes())
+def test_invalid_sample_is_refused_with_every_problem_listed(base_url: str) -> None:
+    answer = upload(base_url, (SAMPLES / "invalid.csv").read_bytes())
     assert answer.status_code == 400
     assert answer.headers["Content-Type"] == "application/json"
     error = answer.json()["error"]
@@ -139,35 +141,35 @@ def test_invalid_sample_is_refused_with_every_problem_listed(gateway_url: str) -
 
 
 def test_status_answers_400_for_a_malformed_id_and_404_for_an_unknown_one(
-    gateway_url: str,
+    base_url: str,
 ) -> None:
-    malformed = requests.get(f"{gateway_url}/status/not-an-id", timeout=10)
+    malformed = requests.get(f"{base_url}/status/not-an-id", timeout=10)
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "invalid_request_id"
-    unknown = requests.get(f"{gateway_url}/status/{'A' * 22}", timeout=10)
+    unknown = requests.get(f"{base_url}/status/{'A' * 22}", timeout=10)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
 
 
-def test_upload_that_is_not_a_csv_form_is_415(gateway_url: str) -> None:
-    raw = requests.post(f"{gateway_url}/upload", data=b"a,b", timeout=10)
+def test_upload_that_is_not_a_csv_form_is_415(base_url: str) -> None:
+    raw = requests.post(f"{base_url}/upload", data=b"a,b", timeout=10)
     assert raw.status_code == 415
     png = requests.post(
-        f"{gateway_url}/upload", files={"file": ("x.png", b"\x89PNG", "image/png")}, timeout=10
+        f"{base_url}/upload", files={"file": ("x.png", b"\x89PNG", "image/png")}, timeout=10
     )
     assert png.status_code == 415
     assert png.json()["error"]["code"] == "unsupported_media_type"
 
 
-def test_upload_over_the_size_limit_is_413(gateway_url: str) -> None:
+def test_upload_over_the_size_limit_is_413(base_url: str) -> None:
     big = b"Serial Number,Product Name,Input Image Urls\r\n" + b"x" * (30 * 1024 * 1024 + 10)
-    answer = upload(gateway_url, big)
+    answer = upload(base_url, big)
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
 
 
 def test_webhook_is_retried_until_the_receiver_accepts(
-    gateway_url: str, image_host: ImageHost
+    base_url: str, image_host: ImageHost
 ) -> None:
     arrivals: list[dict[str, str]] = []
 
@@ -190,14 +192,12 @@ def test_webhook_is_retried_until_the_receiver_accepts(
         csv_bytes = (
             f"Serial Number,Product Name,Input Image Urls\n1,Lamp,{image_host.base_url}/front.jpg\n"
         )
-        answer = upload(
-            gateway_url, csv_bytes.encode(), f"http://127.0.0.1:{server.server_port}/hook"
-        )
+        answer = upload(base_url, csv_bytes.encode(), f"http://127.0.0.1:{server.server_port}/hook")
         request_id = answer.json()["request_id"]
-        wait_until_finished(gateway_url, request_id)
+        wait_until_finished(base_url, request_id)
 
         def delivered() -> dict[str, object] | None:
-            webhook = details(gateway_url, request_id)["webhook"]
+            webhook = details(base_url, request_id)["webhook"]
             return webhook if webhook and webhook["state"] == "delivered" else None
 
         webhook = wait_for(delivered, 30, "delivery after retries")

@@ -1,0 +1,251 @@
+"""The cloud profile's adapters and entry logic, without the cloud."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.events.cloud.firestore import Document, DocumentEventData, Value
+
+from shared import api
+from shared.adapters.cloud_tasks_queue import WEBHOOK_EVENT_TYPE, CloudTasksQueue
+from shared.adapters.firestore_events import (
+    WRITTEN_EVENT_TYPE,
+    NotAnImageEvent,
+    image_write,
+)
+from shared.cloud_events import handle_event
+from shared.config import Settings
+from shared.domain.errors import ErrorCode, ImageFailure
+from shared.domain.model import ImageJob, ImageSlice, ImageState, RequestStatus
+from shared.domain.task_payloads import slice_to_payload
+from shared.usecases.accept_upload import accept_upload
+from shared.usecases.process_image import materialize_slice, process_image
+from tests.unit.test_use_cases import CSV, run_queue, world
+
+NAME = "projects/p/databases/(default)/documents/requests/REQ/images/0000001-02"
+
+
+def event(old: str | None, new: str | None, name: str = NAME) -> bytes:
+    def document(state: str | None) -> Document:
+        if state is None:
+            return Document()
+        return Document(name=name, fields={"state": Value(string_value=state)})
+
+    return DocumentEventData.serialize(
+        DocumentEventData(value=document(new), old_value=document(old))
+    )
+
+
+# ---- Firestore trigger events -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "settles"),
+    [
+        (None, "pending", False),  # creation
+        ("pending", "pending", False),  # a retry's note
+        ("pending", "done", True),
+        ("pending", "failed", True),
+        (None, "done", True),  # created and settled between two snapshots
+        ("done", "done", False),  # a duplicate task's identical outcome
+        ("failed", "done", False),
+        ("done", None, False),  # deletion
+    ],
+)
+def test_only_a_move_to_a_settled_state_is_news(
+    old: str | None, new: str | None, settles: bool
+) -> None:
+    write = image_write(event(old, new))
+    assert (write.request_id, write.image_id) == ("REQ", "0000001-02")
+    assert write.settles is settles
+
+
+def test_events_of_other_documents_are_refused() -> None:
+    with pytest.raises(NotAnImageEvent):
+        image_write(event("pending", "done", "projects/p/databases/(default)/documents/requests/R"))
+    with pytest.raises(NotAnImageEvent):
+        image_write(b"\xff\x00 not a protobuf")
+
+
+def test_an_unknown_state_value_is_not_a_settling() -> None:
+    assert image_write(event("pending", "exploded")).settles is False
+
+
+# ---- Cloud Tasks ---------------------------------------------------------------------------
+
+
+class FakeTasksClient:
+    def __init__(self) -> None:
+        self.created: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: set[str] = set()
+
+    def create_task(self, *, parent: str, task: dict[str, Any]) -> None:
+        if task.get("name") in self.refuse:
+            raise gexc.AlreadyExists("duplicate")
+        self.created.append((parent, task))
+
+
+SETTINGS = Settings(
+    project="proj",
+    task_backend="cloudtasks",
+    process_image_url="https://process.example/",
+    finalize_url="https://finalize.example/",
+    tasks_service_account="tasks@proj.iam.gserviceaccount.com",
+)
+
+
+def test_image_tasks_have_deterministic_names_and_an_oidc_token() -> None:
+    client = FakeTasksClient()
+    queue = CloudTasksQueue(SETTINGS, client)
+    queue.process("R", ["0000000-00", "0000000-01"])
+    queue.process("R", ["0000000-00"])
+    names = [task["name"] for _, task in client.created]
+    assert names[0] == names[2] and names[0] != names[1]
+    assert all(
+        n.startswith("projects/proj/locations/us-central1/queues/images/tasks/") for n in names
+    )
+    parent, task = client.created[0]
+    assert parent == "projects/proj/locations/us-central1/queues/images"
+    http = task["http_request"]
+    assert http["url"] == "https://process.example/"
+    assert json.loads(http["body"]) == {
+        "kind": "process",
+        "request_id": "R",
+        "image_id": "0000000-00",
+    }
+    assert http["oidc_token"] == {
+        "service_account_email": "tasks@proj.iam.gserviceaccount.com",
+        "audience": "https://process.example/",
+    }
+
+
+def test_a_task_that_already_exists_is_not_an_error() -> None:
+    client = FakeTasksClient()
+    queue = CloudTasksQueue(SETTINGS, client)
+    queue.process("R", ["0000000-00"])
+    client.refuse.add(client.created[0][1]["name"])
+    queue.process("R", ["0000000-00", "0000000-01"])  # no exception
+    assert len(client.created) == 2
+
+
+def test_other_errors_reach_the_caller() -> None:
+    class Broken(FakeTasksClient):
+        def create_task(self, *, parent: str, task: dict[str, Any]) -> None:
+            raise gexc.ServiceUnavailable("down")
+
+    with pytest.raises(gexc.ServiceUnavailable):
+        CloudTasksQueue(SETTINGS, Broken()).process("R", ["0000000-00"])
+
+
+def test_slices_go_to_the_fan_out_queue() -> None:
+    client = FakeTasksClient()
+    job = ImageJob("R", "0000000-00", 0, 0, "1", "https://img.example/a.jpg")
+    CloudTasksQueue(SETTINGS, client).materialize(
+        [ImageSlice("R", 0, (job,)), ImageSlice("R", 1, (job,))]
+    )
+    assert {parent.rsplit("/", 1)[1] for parent, _ in client.created} == {"fan-out"}
+    assert len({task["name"] for _, task in client.created}) == 2
+
+
+def test_a_webhook_retry_is_a_cloudevent_to_finalize_at_its_schedule_time() -> None:
+    client = FakeTasksClient()
+    before = datetime.now(UTC)
+    CloudTasksQueue(SETTINGS, client).deliver_webhook("R", delay_seconds=300)
+    parent, task = client.created[0]
+    assert parent.endswith("/queues/webhooks")
+    http = task["http_request"]
+    assert http["url"] == "https://finalize.example/"
+    assert http["headers"]["ce-type"] == WEBHOOK_EVENT_TYPE
+    assert json.loads(http["body"]) == {"request_id": "R"}
+    delay = (task["schedule_time"] - before).total_seconds()
+    assert 299 <= delay <= 302
+
+
+def test_an_immediate_webhook_has_no_schedule_time() -> None:
+    client = FakeTasksClient()
+    CloudTasksQueue(SETTINGS, client).deliver_webhook("R")
+    assert "schedule_time" not in client.created[0][1]
+
+
+# ---- process_image's task answers -----------------------------------------------------------
+
+
+def test_an_image_task_answers_200_with_the_outcome() -> None:
+    w = world()
+    request_id = accept_upload(w.services, CSV).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    answer = api.run_task(
+        w.services, {"kind": "process", "request_id": request_id, "image_id": "0000000-00"},
+        redelivered=False,
+    )  # fmt: skip
+    assert (answer.status, answer.body) == (200, {"state": "done"})
+
+
+def test_a_permanent_failure_is_a_finished_task() -> None:
+    w = world()
+    w.fetcher.answers["https://img.test/a.jpg"] = b"broken"
+    request_id = accept_upload(w.services, CSV).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    payload = {"kind": "process", "request_id": request_id, "image_id": "0000000-00"}
+    answer = api.run_task(w.services, payload, redelivered=False)
+    assert (answer.status, answer.body) == (200, {"state": "failed"})
+
+
+def test_a_transient_failure_answers_503_so_cloud_tasks_retries() -> None:
+    w = world()
+    w.fetcher.answers["https://img.test/a.jpg"] = ImageFailure(
+        ErrorCode.TIMEOUT, "slow", transient=True, retry_after=7
+    )
+    request_id = accept_upload(w.services, CSV).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    payload = {"kind": "process", "request_id": request_id, "image_id": "0000000-00"}
+    answer = api.run_task(w.services, payload, redelivered=False)
+    assert answer.status == 503 and answer.headers["Retry-After"] == "7"
+    record = w.images.get(request_id, "0000000-00")
+    assert record is not None and record.state is ImageState.PENDING and record.attempts == 1
+
+
+def test_a_slice_task_materialises_its_images() -> None:
+    w = world()
+    accept_upload(w.services, CSV)
+    payload = {"kind": "materialize", "slice": slice_to_payload(w.queue.slices.pop(0))}
+    answer = api.run_task(w.services, payload, redelivered=False)
+    assert (answer.status, answer.body) == (200, {"materialized": 4})
+    assert len(w.queue.images) == 4
+
+
+@pytest.mark.parametrize("payload", [None, [], {"kind": "explode"}, {"kind": "process"}])
+def test_a_malformed_task_is_a_400(payload: object) -> None:
+    answer = api.run_task(world().services, payload, redelivered=False)
+    assert answer.status == 400 and answer.body["error"]["code"] == "malformed_task"
+
+
+# ---- finalize's events -------------------------------------------------------------------------
+
+
+def test_the_settling_event_of_the_last_image_completes_the_request() -> None:
+    w = world()
+    request_id = accept_upload(w.services, CSV).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    for _, image in list(w.queue.images):
+        process_image(w.services, request_id, image)
+    name = f"projects/p/databases/(default)/documents/requests/{request_id}/images/0000001-00"
+    handle_event(w.services, WRITTEN_EVENT_TYPE, event(None, "pending", name))
+    record = w.requests.get(request_id)
+    assert record is not None and record.status is RequestStatus.IN_PROGRESS
+    handle_event(w.services, WRITTEN_EVENT_TYPE, event("pending", "done", name))
+    record = w.requests.get(request_id)
+    assert record is not None and record.status is RequestStatus.COMPLETED
+
+
+def test_a_webhook_event_makes_one_delivery_attempt() -> None:
+    w = world()
+    request_id = accept_upload(w.services, CSV, webhook_url="https://hooks.test/x").request_id
+    run_queue(w)
+    handle_event(w.services, WEBHOOK_EVENT_TYPE, {"request_id": request_id})
+    handle_event(w.services, WEBHOOK_EVENT_TYPE, json.dumps({"request_id": request_id}).encode())
+    assert len(w.webhooks.sent) == 1
