@@ -165,6 +165,14 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(addresses)
 
 
+def no_lookups(host: str, port: int) -> list[str]:
+    """The resolver of FETCH_DNS=off: only IP literals can be fetched. The test stacks run this
+    way, so that no test, however its URLs were made (a fuzzer's, say), sends a DNS query."""
+    raise ImageFailure(
+        ErrorCode.DNS_FAILURE, f"{host} is not looked up: name lookups are off (FETCH_DNS=off)"
+    )
+
+
 # getaddrinfo answers meaning "this name does not exist"; anything else (EAI_AGAIN above all, a
 # resolver that timed out or a SERVFAIL) may well work on the next attempt.
 _NAME_NOT_FOUND = frozenset(

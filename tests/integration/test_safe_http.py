@@ -22,7 +22,7 @@ import pytest
 
 from shared.adapters.address_guard import AddressGuard
 from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
-from shared.config import FetchPolicy, Limits, parse_networks
+from shared.config import FetchPolicy, Limits, Settings, parse_networks
 from shared.domain.errors import ErrorCode, ImageFailure
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,10 @@ class Servers:
         host: str = "127.0.0.1",
         routes: dict[str, Route] | None = None,
         tls: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> Server:
         cls = Server6 if ":" in host else Server
-        server = cls((host, 0), Handler)
+        server = cls((host, port), Handler)
         server.seen = []
         server.routes = routes or {}
         server.release = self.release
@@ -771,3 +772,151 @@ def test_webhook_receiver_that_never_answers_is_a_timeout(servers: Servers) -> N
     assert response.status_code is None
     assert response.error is not None
     assert ErrorCode.TIMEOUT in response.error
+
+
+# --- the canary: every spelling of a refused address, never contacted -------------------------
+#
+# The allow-list is built from the FETCH_ALLOWED_NETWORKS setting, as the service builds it, and
+# holds 127.0.0.1 alone; the canary listens on 127.0.0.2, which every spelling below means.
+
+CANARY_SPELLINGS = [
+    "127.0.0.2",
+    "127.2",
+    "2130706434",
+    "0x7f000002",
+    "0x7f.0.0.2",
+    "0177.0.0.2",
+    "017700000002",
+    "[::ffff:127.0.0.2]",
+    "[::ffff:7f00:2]",
+]
+
+
+def configured_policy() -> FetchPolicy:
+    return Settings.from_env({"FETCH_ALLOWED_NETWORKS": "127.0.0.1/32"}).fetch
+
+
+def configured_fetcher(guard: AddressGuard | None = None) -> HttpImageFetcher:
+    return HttpImageFetcher(configured_policy(), Limits(), guard=guard, sleep=SleepRecorder())
+
+
+def configured_transport(guard: AddressGuard | None = None) -> HttpWebhookTransport:
+    return HttpWebhookTransport(configured_policy(), 5.0, guard=guard)
+
+
+def canary_url(canary: Server, spelling: str, path: str) -> str:
+    return f"http://{spelling}:{canary.server_address[1]}{path}"
+
+
+@pytest.mark.parametrize("spelling", CANARY_SPELLINGS)
+def test_no_spelling_of_a_refused_address_reaches_it_by_fetch(
+    servers: Servers, spelling: str
+) -> None:
+    canary = servers.start("127.0.0.2", {"/a.png": image})
+    failure = failure_of(lambda: configured_fetcher().fetch(canary_url(canary, spelling, "/a.png")))
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert canary.seen == []
+
+
+@pytest.mark.parametrize("spelling", CANARY_SPELLINGS)
+def test_no_spelling_of_a_refused_address_reaches_it_by_redirect(
+    servers: Servers, spelling: str
+) -> None:
+    canary = servers.start("127.0.0.2", {"/a.png": image})
+    origin = servers.start(routes={"/a.png": redirect_to(canary_url(canary, spelling, "/a.png"))})
+    failure = failure_of(lambda: configured_fetcher().fetch(origin.base() + "/a.png"))
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert len(origin.seen) == 1
+    assert canary.seen == []
+
+
+@pytest.mark.parametrize("spelling", CANARY_SPELLINGS)
+def test_no_spelling_of_a_refused_address_reaches_it_by_webhook(
+    servers: Servers, spelling: str
+) -> None:
+    canary = servers.start("127.0.0.2", {"/hook": lambda h: reply(h, 200)})
+    response = configured_transport().post(canary_url(canary, spelling, "/hook"), b"{}", {})
+    assert response.status_code is None
+    assert response.error is not None
+    assert ErrorCode.BLOCKED_ADDRESS in response.error
+    assert canary.seen == []
+
+
+def resolving(table: dict[str, list[str]]) -> AddressGuard:
+    def resolver(host: str, port: int) -> list[str]:
+        return table[host]
+
+    return AddressGuard(configured_policy().allowed_networks, resolver=resolver)
+
+
+def test_a_name_resolving_to_a_refused_address_is_never_contacted(servers: Servers) -> None:
+    canary = servers.start("127.0.0.2", {"/a.png": image, "/hook": lambda h: reply(h, 200)})
+    port = canary.server_address[1]
+    guard = resolving({"images.test": ["127.0.0.2"]})
+
+    failure = failure_of(
+        lambda: configured_fetcher(guard).fetch(f"http://images.test:{port}/a.png")
+    )
+    response = configured_transport(guard).post(f"http://images.test:{port}/hook", b"{}", {})
+
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert response.error is not None and ErrorCode.BLOCKED_ADDRESS in response.error
+    assert canary.seen == []
+
+
+def test_a_redirect_to_a_name_resolving_to_a_refused_address_is_never_followed(
+    servers: Servers,
+) -> None:
+    canary = servers.start("127.0.0.2", {"/a.png": image})
+    target = f"http://internal.test:{canary.server_address[1]}/a.png"
+    origin = servers.start(routes={"/a.png": redirect_to(target)})
+    guard = resolving({"internal.test": ["127.0.0.2"]})
+
+    failure = failure_of(lambda: configured_fetcher(guard).fetch(origin.base() + "/a.png"))
+
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert canary.seen == []
+
+
+def test_the_metadata_name_is_refused_even_where_its_address_is_allowed(
+    servers: Servers,
+) -> None:
+    canary = servers.start("127.0.0.2", {"/computeMetadata/v1/": image})
+    port = canary.server_address[1]
+    url = f"http://metadata.google.internal:{port}/computeMetadata/v1/"
+    # Everything on loopback is allowed here, and the name resolves to the canary: only the
+    # name rule stands between the fetch and the "metadata server".
+    guard = AddressGuard(parse_networks("127.0.0.0/8"), resolver=lambda host, p: ["127.0.0.2"])
+    origin = servers.start(routes={"/a.png": redirect_to(url)})
+
+    direct = failure_of(lambda: configured_fetcher(guard).fetch(url))
+    redirected = failure_of(lambda: configured_fetcher(guard).fetch(origin.base() + "/a.png"))
+    hook = configured_transport(guard).post(url, b"{}", {})
+
+    assert direct.code == redirected.code == ErrorCode.BLOCKED_ADDRESS
+    assert hook.error is not None and ErrorCode.BLOCKED_ADDRESS in hook.error
+    assert canary.seen == []
+
+
+def test_the_connection_goes_to_the_checked_address_whatever_dns_says_next(
+    servers: Servers,
+) -> None:
+    # DNS rebinding: the first answer is allowed, every later one points at the canary, which
+    # listens on the same port. The name is resolved once and that very address is connected
+    # to, so a second lookup (by the HTTP library, say) could not send the request elsewhere.
+    origin = servers.start(routes={"/a.png": image})
+    port = origin.server_address[1]
+    canary = servers.start("127.0.0.2", {"/a.png": image}, port=port)
+    answers: list[str] = []
+
+    def rebinding(host: str, p: int) -> list[str]:
+        answers.append("127.0.0.1" if not answers else "127.0.0.2")
+        return [answers[-1]]
+
+    guard = AddressGuard(configured_policy().allowed_networks, resolver=rebinding)
+    fetched = configured_fetcher(guard).fetch(f"http://rebind.test:{port}/a.png")
+
+    assert fetched.data == PNG
+    assert answers == ["127.0.0.1"]
+    assert len(origin.seen) == 1
+    assert canary.seen == []

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.adapters.address_guard import AddressGuard, refusal_reason
+from shared.adapters.address_guard import AddressGuard, no_lookups, refusal_reason
 from shared.config import parse_networks
 from shared.domain.errors import ErrorCode, ImageFailure
 
@@ -368,3 +368,112 @@ def test_name_without_addresses_is_a_dns_failure() -> None:
         "http://img.example/", AddressGuard(resolver=FakeResolver({"img.example": []}))
     )
     assert failure.code == ErrorCode.DNS_FAILURE
+
+
+# --- every refused form, reached through a name ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.0.0.2",
+        "0.0.0.0",
+        "::",
+        "::1",
+        "::ffff:127.0.0.1",
+        "169.254.169.254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.10",
+        "100.64.1.1",
+        "fc00::1",
+        "fd00:ec2::254",  # AWS's IPv6 metadata address
+        "fe80::a9fe:a9fe",
+        "224.0.0.251",
+        "ff02::fb",
+        "255.255.255.255",
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64
+    ],
+)
+def test_name_resolving_to_a_refused_address_is_blocked(address: str) -> None:
+    resolver = FakeResolver({"images.example": [address]})
+    failure = refusal("https://images.example/a.jpg", AddressGuard(resolver=resolver))
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert not failure.transient
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTP://0X7F000001/",  # case does not help
+        "http://0x7f.0x0.0x0.0x1/",
+        "http://017700000001/",  # one octal number
+        "http://127.000.000.001/",
+        "http://[0:0:0:0:0:ffff:7f00:1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[0000::1]/",
+        "http://0/",  # 0.0.0.0 reaches the local host on Linux
+        "http://169.254.43518/",  # 169.254.169.254 with a 16-bit last part
+        "http://0xa9fea9fe/",
+        "http://2852039166/",  # 169.254.169.254 as one number
+        "http://[::a9fe:a9fe]/",  # IPv4-compatible 169.254.169.254
+    ],
+)
+def test_unusual_spellings_of_refused_addresses_are_blocked_without_a_lookup(url: str) -> None:
+    failure = refusal(url, AddressGuard(resolver=no_lookup))
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+
+
+def test_idn_spelling_of_the_metadata_name_is_refused_by_name() -> None:
+    # Fullwidth letters fold to "metadata.google.internal" under IDNA; no allow-list helps.
+    guard = AddressGuard(parse_networks("0.0.0.0/0,::/0"), resolver=no_lookup)
+    url = "http://\uff4d\uff45\uff54\uff41\uff44\uff41\uff54\uff41.google.internal/"
+    assert refusal(url, guard).code == ErrorCode.BLOCKED_ADDRESS
+
+
+def test_idn_name_resolving_to_a_private_address_is_blocked() -> None:
+    resolver = FakeResolver({"xn--bcher-kva.example": ["10.0.0.8"]})
+    failure = refusal("http://bücher.example/x.jpg", AddressGuard(resolver=resolver))
+    assert failure.code == ErrorCode.BLOCKED_ADDRESS
+    assert resolver.calls == [("xn--bcher-kva.example", 80)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "data:image/png;base64,iVBORw0KGgo=",
+        "ws://example.com/a",
+        "wss://example.com/a",
+        "dict://127.0.0.1:11211/stat",
+        "ldap://127.0.0.1/",
+        "jar:http://example.com/a.jar!/",
+        "view-source:http://example.com/",
+        "mailto:a@example.com",
+    ],
+)
+def test_other_schemes_are_invalid_without_a_lookup(url: str) -> None:
+    assert refusal(url, AddressGuard(resolver=no_lookup)).code == ErrorCode.INVALID_URL
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@127.0.0.1/a.png",  # credentials and a refused address
+        "http://example.com@127.0.0.1/a.png",  # the classic confusion: the host is 127.0.0.1
+        "http://127.0.0.1%2523@example.com/a.png",
+    ],
+)
+def test_credentials_are_refused_before_the_host_is_considered(url: str) -> None:
+    assert refusal(url, AddressGuard(resolver=no_lookup)).code == ErrorCode.INVALID_URL
+
+
+def test_lookups_off_refuses_every_name_but_still_decides_literals() -> None:
+    guard = AddressGuard(parse_networks("127.0.0.1/32"), resolver=no_lookups)
+    failure = refusal("http://images.example/a.png", guard)
+    assert failure.code == ErrorCode.DNS_FAILURE
+    assert not failure.transient
+    assert guard.check_url("http://127.0.0.1:9/a.png")[3] == ["127.0.0.1"]
+    assert refusal("http://127.0.0.2:9/a.png", guard).code == ErrorCode.BLOCKED_ADDRESS
