@@ -6,6 +6,13 @@ set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# ImageMagick's identify checks the output quality independently of our own estimate (tests).
+# Look for the real one: some machines carry stand-ins for ImageMagick's commands.
+identify -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
+# The DCT-domain JPEG codec (native/) is compiled against libjpeg-turbo.
+[[ -f /usr/include/jpeglib.h ]] || missing+=(libjpeg62-turbo-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

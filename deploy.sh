@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# Deploy imgsvc to Google Cloud (Cloud Functions 2nd gen, Cloud Tasks, Firestore, Cloud Storage,
+# Eventarc, Secret Manager, Firebase Hosting).
+#
+#   PROJECT_ID=my-project REGION=us-central1 ./deploy.sh            deploy (or update) everything
+#   PROJECT_ID=my-project REGION=us-central1 ./deploy.sh --dry-run  print every command, run none
+#
+# Idempotent: every resource is created when missing and updated otherwise, so running it again
+# after a change deploys the change. Secrets: WEBHOOK_SECRET and API_KEYS, when set in the
+# environment, become new versions of their Secret Manager secrets (never printed).
+set -euo pipefail
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+
+DRY_RUN=false
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=true ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+: "${PROJECT_ID:?set PROJECT_ID to the Google Cloud project to deploy to}"
+REGION=${REGION:-us-central1}
+# A regional Firestore database in the functions' region keeps the trigger in one location.
+FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
+RUNTIME=${RUNTIME:-python311}
+UPLOADS_BUCKET=${UPLOADS_BUCKET:-$PROJECT_ID-imgsvc-uploads}
+OUTPUTS_BUCKET=${OUTPUTS_BUCKET:-$PROJECT_ID-imgsvc-outputs}
+OUTPUT_URL_MODE=${OUTPUT_URL_MODE:-public}
+# Cloud Tasks and Eventarc reach internal-only services in the same project; anything else
+# cannot even try. Set INTERNAL_INGRESS=all to rely on IAM alone.
+INTERNAL_INGRESS=${INTERNAL_INGRESS:-internal-only}
+FIREBASE_TOOLS=${FIREBASE_TOOLS:-firebase-tools@15.34.2}
+BUILD_DIR=.build/functions
+
+SA_API="imgsvc-api@$PROJECT_ID.iam.gserviceaccount.com"         # upload
+SA_STATUS="imgsvc-status@$PROJECT_ID.iam.gserviceaccount.com"   # status: reads only
+SA_WORKER="imgsvc-worker@$PROJECT_ID.iam.gserviceaccount.com"   # process_image, finalize
+SA_TASKS="imgsvc-tasks@$PROJECT_ID.iam.gserviceaccount.com"     # the identity Cloud Tasks calls with
+SA_TRIGGER="imgsvc-trigger@$PROJECT_ID.iam.gserviceaccount.com" # the identity Eventarc calls with
+
+SECRET_WEBHOOK=imgsvc-webhook-secret
+SECRET_API_KEYS=imgsvc-api-keys
+
+QUEUE_FANOUT=fan-out
+QUEUE_IMAGES=images
+QUEUE_WEBHOOKS=webhooks
+
+cd "$(dirname "$0")"
+
+# Print a command; run it unless this is a dry run.
+run() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  if ! $DRY_RUN; then "$@"; fi
+}
+
+# A read-only check that decides between create and update. A dry run never calls it and
+# shows the path of a first deployment (create).
+exists() {
+  if $DRY_RUN; then return 1; fi
+  "$@" >/dev/null 2>&1
+}
+
+enable_apis() {
+  run gcloud services enable --project "$PROJECT_ID" \
+    cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
+    artifactregistry.googleapis.com cloudtasks.googleapis.com firestore.googleapis.com \
+    eventarc.googleapis.com pubsub.googleapis.com secretmanager.googleapis.com \
+    storage.googleapis.com iam.googleapis.com firebasehosting.googleapis.com \
+    firebaserules.googleapis.com
+}
+
+firestore_database() {
+  if ! exists gcloud firestore databases describe --database='(default)' --project "$PROJECT_ID"; then
+    run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" \
+      --type=firestore-native --project "$PROJECT_ID"
+  fi
+}
+
+service_accounts() {
+  local sa name
+  for sa in "$SA_API" "$SA_STATUS" "$SA_WORKER" "$SA_TASKS" "$SA_TRIGGER"; do
+    name=${sa%%@*}
+    if ! exists gcloud iam service-accounts describe "$sa" --project "$PROJECT_ID"; then
+      run gcloud iam service-accounts create "$name" --display-name="imgsvc ${name#imgsvc-}" \
+        --project "$PROJECT_ID"
+    fi
+  done
+}
+
+buckets() {
+  # Uploads are the clients' own data: private, and never public by accident.
+  if ! exists gcloud storage buckets describe "gs://$UPLOADS_BUCKET" --project "$PROJECT_ID"; then
+    run gcloud storage buckets create "gs://$UPLOADS_BUCKET" --project "$PROJECT_ID" \
+      --location="$REGION" --uniform-bucket-level-access --public-access-prevention
+  fi
+  if ! exists gcloud storage buckets describe "gs://$OUTPUTS_BUCKET" --project "$PROJECT_ID"; then
+    run gcloud storage buckets create "gs://$OUTPUTS_BUCKET" --project "$PROJECT_ID" \
+      --location="$REGION" --uniform-bucket-level-access
+  fi
+  # Uploaded CSVs are only needed until their request is finalised; keep them 30 days.
+  run gcloud storage buckets update "gs://$UPLOADS_BUCKET" --project "$PROJECT_ID" \
+    --lifecycle-file=deploy/uploads-lifecycle.json
+  if [[ $OUTPUT_URL_MODE == public ]]; then
+    run gcloud storage buckets add-iam-policy-binding "gs://$OUTPUTS_BUCKET" \
+      --member=allUsers --role=roles/storage.objectViewer
+  fi
+}
+
+add_secret_version() { # name, variable holding the value
+  local name=$1 variable=$2
+  if [[ -n ${!variable:-} ]]; then
+    printf '+ gcloud secrets versions add %q --data-file=- --project %q  # value from $%s\n' \
+      "$name" "$PROJECT_ID" "$variable"
+    if ! $DRY_RUN; then
+      printf '%s' "${!variable}" | gcloud secrets versions add "$name" --data-file=- \
+        --project "$PROJECT_ID" >/dev/null
+    fi
+  fi
+}
+
+secrets() {
+  local name
+  for name in "$SECRET_WEBHOOK" "$SECRET_API_KEYS"; do
+    if ! exists gcloud secrets describe "$name" --project "$PROJECT_ID"; then
+      run gcloud secrets create "$name" --replication-policy=automatic --project "$PROJECT_ID"
+    fi
+  done
+  add_secret_version "$SECRET_WEBHOOK" WEBHOOK_SECRET
+  add_secret_version "$SECRET_API_KEYS" API_KEYS
+}
+
+queue() { # name, then rate-limit and retry flags (the same for create and update)
+  local name=$1
+  shift
+  local verb=create
+  if exists gcloud tasks queues describe "$name" --location="$REGION" --project "$PROJECT_ID"; then
+    verb=update
+  fi
+  run gcloud tasks queues "$verb" "$name" --location="$REGION" --project "$PROJECT_ID" "$@"
+}
+
+queues() {
+  # Slices: few and quick; each one queues up to 500 images.
+  queue "$QUEUE_FANOUT" --max-dispatches-per-second=20 --max-concurrent-dispatches=10 \
+    --max-attempts=50 --min-backoff=1s --max-backoff=60s
+  # Images: the bulk. The concurrency cap is the global limit on fetches and CPU; the
+  # backoff spreads retries of a struggling image host. IMAGE_MAX_ATTEMPTS ends an image
+  # earlier; --max-attempts is only the backstop.
+  queue "$QUEUE_IMAGES" --max-dispatches-per-second=100 --max-concurrent-dispatches=200 \
+    --max-attempts=30 --min-backoff=2s --max-backoff=300s --max-doublings=6
+  # Webhook attempts run at their own schedule_time; these retries only cover finalize
+  # itself failing to make an attempt.
+  queue "$QUEUE_WEBHOOKS" --max-dispatches-per-second=20 --max-concurrent-dispatches=50 \
+    --max-attempts=10 --min-backoff=5s --max-backoff=600s
+}
+
+bind_project() { # member, role
+  run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member="$1" --role="$2" \
+    --condition=None --quiet
+}
+
+bind_bucket() { # bucket, member, role
+  run gcloud storage buckets add-iam-policy-binding "gs://$1" --member="$2" --role="$3"
+}
+
+bind_queue() { # queue, member
+  run gcloud tasks queues add-iam-policy-binding "$1" --location="$REGION" \
+    --project "$PROJECT_ID" --member="$2" --role=roles/cloudtasks.enqueuer
+}
+
+bind_secret() { # secret, member
+  run gcloud secrets add-iam-policy-binding "$1" --project "$PROJECT_ID" --member="$2" \
+    --role=roles/secretmanager.secretAccessor
+}
+
+iam() {
+  local api="serviceAccount:$SA_API" worker="serviceAccount:$SA_WORKER"
+  local status="serviceAccount:$SA_STATUS"
+  bind_project "$api" roles/datastore.user
+  bind_project "$status" roles/datastore.viewer
+  bind_project "$worker" roles/datastore.user
+  bind_project "serviceAccount:$SA_TRIGGER" roles/eventarc.eventReceiver
+  bind_bucket "$UPLOADS_BUCKET" "$api" roles/storage.objectCreator
+  bind_bucket "$UPLOADS_BUCKET" "$worker" roles/storage.objectViewer
+  # objectUser, not objectCreator: a retried image overwrites its own output.
+  bind_bucket "$OUTPUTS_BUCKET" "$worker" roles/storage.objectUser
+  bind_queue "$QUEUE_FANOUT" "$api"
+  bind_queue "$QUEUE_WEBHOOKS" "$api"
+  bind_queue "$QUEUE_IMAGES" "$worker"
+  bind_queue "$QUEUE_WEBHOOKS" "$worker"
+  # Creating a task that carries an OIDC token of imgsvc-tasks means acting as it.
+  run gcloud iam service-accounts add-iam-policy-binding "$SA_TASKS" --project "$PROJECT_ID" \
+    --member="$api" --role=roles/iam.serviceAccountUser
+  run gcloud iam service-accounts add-iam-policy-binding "$SA_TASKS" --project "$PROJECT_ID" \
+    --member="$worker" --role=roles/iam.serviceAccountUser
+  bind_secret "$SECRET_API_KEYS" "$api"
+  bind_secret "$SECRET_API_KEYS" "$status"
+  bind_secret "$SECRET_WEBHOOK" "$worker"
+  if [[ $OUTPUT_URL_MODE == signed ]]; then
+    # V4 signing without a key file goes through IAM signBlob as the function's own account.
+    run gcloud iam service-accounts add-iam-policy-binding "$SA_WORKER" --project "$PROJECT_ID" \
+      --member="$worker" --role=roles/iam.serviceAccountTokenCreator
+  fi
+}
+
+function_url() { # function name -> its deterministic Cloud Run URL
+  local service=${1//_/-}
+  printf 'https://%s-%s.%s.run.app/' "$service" "$PROJECT_NUMBER" "$REGION"
+}
+
+deploy_functions() {
+  if [[ -z ${PROJECT_NUMBER:-} ]]; then
+    if $DRY_RUN; then
+      PROJECT_NUMBER='<project-number>'
+    else
+      PROJECT_NUMBER=$(gcloud projects describe "$PROJECT_ID" --format='value(projectNumber)')
+    fi
+  fi
+  local env
+  env="GOOGLE_CLOUD_PROJECT=$PROJECT_ID,UPLOADS_BUCKET=$UPLOADS_BUCKET"
+  env+=",OUTPUTS_BUCKET=$OUTPUTS_BUCKET,OUTPUT_URL_MODE=$OUTPUT_URL_MODE,TASK_BACKEND=cloudtasks"
+  env+=",CLOUD_TASKS_LOCATION=$REGION,TASKS_SERVICE_ACCOUNT=$SA_TASKS"
+  env+=",PROCESS_IMAGE_URL=$(function_url process_image),FINALIZE_URL=$(function_url finalize)"
+
+  run python3 scripts/stage_functions.py --out "$BUILD_DIR"
+
+  local common=(--gen2 "--runtime=$RUNTIME" "--region=$REGION" --project "$PROJECT_ID"
+    "--set-env-vars=$env")
+
+  # The public API. Anyone may call it; API keys (Secret Manager) decide who gets what.
+  run gcloud functions deploy upload "${common[@]}" --source="$BUILD_DIR/upload" \
+    --entry-point=upload --trigger-http --allow-unauthenticated \
+    --service-account="$SA_API" --set-secrets="API_KEYS=$SECRET_API_KEYS:latest" \
+    --memory=1GiB --cpu=1 --timeout=120s --concurrency=8 --max-instances=20
+  run gcloud functions deploy status "${common[@]}" --source="$BUILD_DIR/status" \
+    --entry-point=status --trigger-http --allow-unauthenticated \
+    --service-account="$SA_STATUS" --set-secrets="API_KEYS=$SECRET_API_KEYS:latest" \
+    --memory=512MiB --cpu=1 --timeout=30s --concurrency=40 --max-instances=20
+
+  # Internal: only Cloud Tasks (as imgsvc-tasks) may call it. Decoding a 50-megapixel image
+  # takes about 150 MB per copy; two at a time on two vCPUs, the next waits in the queue.
+  run gcloud functions deploy process_image "${common[@]}" --source="$BUILD_DIR/process_image" \
+    --entry-point=process_image --trigger-http --no-allow-unauthenticated \
+    --ingress-settings="$INTERNAL_INGRESS" --service-account="$SA_WORKER" \
+    --memory=2GiB --cpu=2 --timeout=300s --concurrency=2 --max-instances=100
+
+  # Internal: the Firestore trigger on image documents (Eventarc, as imgsvc-trigger) and
+  # webhook attempts from Cloud Tasks. --retry: a failed finalisation is delivered again.
+  run gcloud functions deploy finalize "${common[@]}" --source="$BUILD_DIR/finalize" \
+    --entry-point=finalize \
+    --trigger-event-filters=type=google.cloud.firestore.document.v1.written \
+    --trigger-event-filters=database='(default)' \
+    --trigger-event-filters-path-pattern=document='requests/{requestId}/images/{imageId}' \
+    --trigger-location="$FIRESTORE_LOCATION" --trigger-service-account="$SA_TRIGGER" --retry \
+    --no-allow-unauthenticated --ingress-settings="$INTERNAL_INGRESS" \
+    --service-account="$SA_WORKER" --set-secrets="WEBHOOK_SECRET=$SECRET_WEBHOOK:latest" \
+    --memory=1GiB --cpu=1 --timeout=540s --concurrency=10 --max-instances=50
+}
+
+invokers() {
+  run gcloud functions add-invoker-policy-binding process_image --region="$REGION" \
+    --project "$PROJECT_ID" --member="serviceAccount:$SA_TASKS"
+  run gcloud functions add-invoker-policy-binding finalize --region="$REGION" \
+    --project "$PROJECT_ID" --member="serviceAccount:$SA_TASKS"
+  run gcloud functions add-invoker-policy-binding finalize --region="$REGION" \
+    --project "$PROJECT_ID" --member="serviceAccount:$SA_TRIGGER"
+}
+
+firebase() {
+  # firestore.rules (deny every client-SDK access) and Hosting's rewrites to the functions.
+  run npx --yes "$FIREBASE_TOOLS" deploy --only firestore:rules,hosting --project "$PROJECT_ID" \
+    --non-interactive
+}
+
+enable_apis
+firestore_database
+service_accounts
+buckets
+secrets
+queues
+iam
+deploy_functions
+invokers
+firebase
+if $DRY_RUN; then
+  echo "dry run: nothing was run or changed"
+else
+  echo "imgsvc is deployed: https://$PROJECT_ID.web.app (POST /upload, GET /status/{id})"
+fi
