@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native-installed
 TASKS_VENV := .venv-tasks
 TASKS_STAMP := $(TASKS_VENV)/.installed
 PROFILE ?= local
@@ -30,7 +31,12 @@ $(TASKS_STAMP): requirements-tasks-emulator.txt
 	$(TASKS_VENV)/bin/python -m pip install --quiet -r requirements-tasks-emulator.txt
 	@touch $(TASKS_STAMP)
 
-install: system-deps $(STAMP) $(TASKS_STAMP)
+# The DCT-domain JPEG codec, a C extension over libjpeg-turbo (shared/adapters/jpeg_requantizer.py).
+$(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/setup.py $(wildcard native/jpeg_requantize/*)
+	$(PY) -m pip install --quiet ./native
+	@touch $@
+
+install: system-deps $(STAMP) $(TASKS_STAMP) $(NATIVE_STAMP)
 
 # Debian packages the stack needs; installed when missing and we are root, else explained.
 system-deps:
@@ -52,10 +58,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) $(NATIVE_STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(NATIVE_STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
 test: install lint typecheck

@@ -17,8 +17,8 @@ from shared.adapters.firestore_store import FirestoreDeliveries, FirestoreImages
 from shared.adapters.gcs_blobs import GcsBlobStore
 from shared.adapters.pillow_codec import PillowCodec
 from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
-from shared.config import ConfigError, Settings
-from shared.ports import ImageEvents, TaskQueue
+from shared.config import ConfigError, Limits, Settings
+from shared.ports import ImageCodec, ImageEvents, TaskQueue
 from shared.usecases.services import Services, SystemClock
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,18 @@ def _google_clients(settings: Settings) -> tuple[Any, Any]:
     else:
         gcs = storage.Client(project=settings.project)
     return firestore.Client(project=settings.project), gcs
+
+
+def build_codec(limits: Limits) -> ImageCodec:
+    """JPEGs re-quantized in the DCT domain where the native module is built, Pillow for the
+    rest (and for everything where it is not): the choice and its figures are in BENCHMARKS.md."""
+    general = PillowCodec(limits)
+    try:
+        from shared.adapters.jpeg_requantizer import JpegRequantizer
+    except ImportError:
+        log.warning("jpeg_requantize is not built (make install): every image goes through Pillow")
+        return general
+    return JpegRequantizer(limits, general)
 
 
 def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
@@ -93,7 +105,7 @@ def build_services(settings: Settings | None = None, *, ensure_buckets: bool = F
         deliveries=FirestoreDeliveries(db),
         blobs=blobs,
         fetcher=HttpImageFetcher(settings.fetch, settings.limits, guard),
-        codec=PillowCodec(settings.limits),
+        codec=build_codec(settings.limits),
         queue=queue,
         events=events,
         webhooks=HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard),

@@ -4,13 +4,14 @@ Everything that touches pixels is here, over Pillow. The policy decisions (SPEC 
 
 - The bytes decide the format. Only JPEG (and MPO, which is how Pillow names camera JPEGs that
   carry a second image), PNG, GIF, WebP, BMP, TIFF and, where this Pillow has it, AVIF are
-  opened. Pillow's other plugins never see hostile bytes: EPS could start Ghostscript, and the
-  rarer parsers are not worth the exposure for formats nobody serves as product photos.
+  opened, and HEIF/HEIC where pillow-heif is installed (phones save photos as HEIC). Pillow's
+  other plugins never see hostile bytes: EPS could start Ghostscript, and the rarer parsers
+  are not worth the exposure for formats nobody serves as product photos.
 - The pixel cap is checked on the header, before anything is decoded.
 - JPEG sources have their quality estimated from their quantization tables, lossy WebP from
   its VP8 quantizers (an estimate that errs upwards, see `estimate_webp_quality`). Everything
-  else, AVIF included (its quantizer sits deep in the AV1 bitstream and libavif's mapping
-  differs between encoders), counts as quality 100.
+  else, AVIF and HEIC included (their quantizers sit deep in the AV1 or HEVC bitstream and
+  the mapping from quality differs between encoders), counts as quality 100.
 - The output is a baseline JPEG unless the picture really uses transparency, in which case it
   is a lossy WebP with alpha. Either way at `output_quality(source_quality)`.
 - EXIF orientation is applied; the ICC profile is kept (or, for CMYK, converted to sRGB); all
@@ -20,7 +21,6 @@ Everything that touches pixels is here, over Pillow. The policy decisions (SPEC 
 from __future__ import annotations
 
 import logging
-import struct
 from functools import cache
 from io import BytesIO
 from typing import Final, cast
@@ -28,6 +28,8 @@ from typing import Final, cast
 import numpy as np
 from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError, features
 
+from shared.adapters.image_signatures import allowed_signature, unsupported_signature
+from shared.adapters.vp8_header import vp8_frame_quantizers
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage
@@ -40,6 +42,20 @@ from shared.domain.quality import (
 
 log = logging.getLogger(__name__)
 
+
+def _register_heif() -> bool:
+    # pillow-heif is a requirement, but a deployment without it should refuse HEIC as
+    # unsupported (as before it was added) rather than fail to start.
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        log.info("pillow-heif is not installed: HEIF/HEIC images are refused as unsupported")
+        return False
+    # Only the opener: Pillow learns to read HEIF, nothing to save it is needed.
+    register_heif_opener()
+    return True
+
+
 # MPO is not listed: Pillow has no opener of its own for it; the JPEG opener returns an
 # MpoImageFile when the file carries several pictures.
 ALLOWED_FORMATS: Final[tuple[str, ...]] = (
@@ -50,6 +66,7 @@ ALLOWED_FORMATS: Final[tuple[str, ...]] = (
     "BMP",
     "TIFF",
     *(("AVIF",) if features.check("avif") else ()),
+    *(("HEIF",) if _register_heif() else ()),
 )
 
 # The largest side a baseline JPEG can describe; WebP's is smaller still.
@@ -103,7 +120,7 @@ class PillowCodec:
         # The context manager matters only for its end: the encoder below must run while the
         # source is still open, since a picture that needed no conversion *is* the source.
         with _open(data) as source:
-            _check_dimensions(source.size, self._max_pixels)
+            check_dimensions(source.size, self._max_pixels)
             source_format = "jpeg" if source.format in ("JPEG", "MPO") else str(source.format)
             source_format = source_format.lower()
             try:
@@ -157,117 +174,16 @@ def _open(data: bytes) -> Image.Image:
         # A plugin accepted the signature, then choked on the header.
         raise ImageFailure(ErrorCode.CORRUPT_IMAGE, f"unreadable image header: {exc}") from exc
 
-    claimed = _allowed_signature(data)
+    claimed = allowed_signature(data, ALLOWED_FORMATS)
     if claimed is not None:
         raise ImageFailure(ErrorCode.CORRUPT_IMAGE, f"starts like a {claimed} but is not one")
-    other = _unsupported_signature(data)
+    other = unsupported_signature(data)
     if other is not None:
         raise ImageFailure(ErrorCode.UNSUPPORTED_FORMAT, f"{other} is not a supported format")
     raise ImageFailure(ErrorCode.NOT_AN_IMAGE, "the data is not an image")
 
 
-def _ftyp_brands(data: bytes) -> set[bytes]:
-    """Major and compatible brands of an ISO-BMFF file (AVIF, HEIF, ...), or none."""
-    if data[4:8] != b"ftyp" or len(data) < 16:
-        return set()
-    size = min(int.from_bytes(data[0:4], "big"), len(data), 4096)
-    return {data[8:12]} | {data[i : i + 4] for i in range(16, size - 3, 4)}
-
-
-def _allowed_signature(data: bytes) -> str | None:
-    """The allowed format the bytes claim to be, if any: such bytes are a broken image."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return "WebP"
-    # "BM" alone is too common a start for text; require a known BMP info-header size.
-    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") in {
-        12,
-        16,
-        40,
-        52,
-        56,
-        64,
-        108,
-        124,
-    }:
-        return "BMP"
-    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "TIFF"
-    if "AVIF" in ALLOWED_FORMATS and _ftyp_brands(data) & {b"avif", b"avis"}:
-        return "AVIF"
-    return None
-
-
-# Signatures of image (and image-like) formats that are recognised but refused, so that the
-# user is told "unsupported" rather than "not an image". Checked only after the allowed formats
-# failed, and without running any parser.
-_UNSUPPORTED_PREFIXES: Final[tuple[tuple[bytes, str], ...]] = (
-    (b"%PDF-", "PDF"),
-    (b"%!PS", "PostScript/EPS"),
-    (b"\xc5\xd0\xd3\xc6", "EPS"),
-    (b"8BPS", "PSD"),
-    (b"\x00\x00\x01\x00", "ICO"),
-    (b"\x00\x00\x02\x00", "CUR"),
-    (b"icns", "ICNS"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\xff\x0a", "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
-    (b"II\xbc", "JPEG XR"),
-    (b"qoif", "QOI"),
-    (b"DDS ", "DDS"),
-    (b"gimp xcf", "XCF"),
-    (b"\xd7\xcd\xc6\x9a", "WMF"),
-    (b"#?RADIANCE", "Radiance HDR"),
-    (b"#?RGBE", "Radiance HDR"),
-    (b"\x76\x2f\x31\x01", "OpenEXR"),
-    (b"BPG\xfb", "BPG"),
-    (b"FLIF", "FLIF"),
-    (b"SIMPLE  =", "FITS"),
-    (b"\x59\xa6\x6a\x95", "Sun raster"),
-    (b"\x01\xda", "SGI"),
-)
-_HEIF_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
-_NETPBM_MAGIC: Final = frozenset(b"1234567")
-_SVG_SNIFF_BYTES: Final = 4096
-
-
-def _unsupported_signature(data: bytes) -> str | None:
-    for prefix, name in _UNSUPPORTED_PREFIXES:
-        if data.startswith(prefix):
-            return name
-    if data.startswith(b"RIFF") and data[8:12] == b"ACON":
-        return "animated cursor"
-    brands = _ftyp_brands(data)
-    if brands & {b"avif", b"avis"}:
-        return "AVIF"  # this Pillow was built without it
-    if brands & _HEIF_BRANDS:
-        return "HEIF/HEIC"
-    if data[128:132] == b"DICM":
-        return "DICOM"
-    if data.startswith(b"FORM") and data[8:12] in (b"ILBM", b"PBM "):
-        return "IFF"
-    # Netpbm: "P1".."P7" followed by whitespace.
-    if len(data) > 2 and data[0:1] == b"P" and data[1] in _NETPBM_MAGIC and data[2] in b" \t\r\n":
-        return "Netpbm"
-    head = data[:_SVG_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"<svg") or (
-        head.startswith((b"<?xml", b"<!doctype svg", b"<!--"))
-        and b"<svg" in head
-        and b"<html" not in head
-    ):
-        return "SVG"
-    return None
-
-
-def _check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
+def check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise ImageFailure(
@@ -288,128 +204,11 @@ def _source_quality(source: Image.Image, data: bytes) -> int:
     if source.format in ("JPEG", "MPO"):
         return estimate_jpeg_quality(getattr(source, "quantization", {}))
     if source.format == "WEBP":
-        frame = _vp8_frame_quantizers(data)
+        frame = vp8_frame_quantizers(data)
         if frame is not None:
             quantizers, uv_dc_delta = frame
             return estimate_webp_quality(quantizers, uv_dc_delta=uv_dc_delta)
     return LOSSLESS_SOURCE_QUALITY
-
-
-def _vp8_frame_quantizers(data: bytes) -> tuple[list[int], int] | None:
-    """Segment quantizers and chroma DC delta of a WebP's first frame, None when lossless.
-
-    Also None when the header cannot be read, which leaves the source at quality 100: the
-    image decoded, so our reading of it is at fault and the safe side is the higher quality.
-    """
-    try:
-        chunk = _first_image_chunk(data, 12, len(data))
-        if chunk is None or chunk[0] != b"VP8 ":
-            return None
-        return _read_vp8_header(chunk[1])
-    except (IndexError, ValueError, struct.error):
-        return None
-
-
-_VP8_HEADER_BYTES: Final = 512
-
-
-def _first_image_chunk(data: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
-    """The first VP8/VP8L chunk of a RIFF WebP, looking inside the first animation frame."""
-    position = start
-    while position + 8 <= end:
-        tag = data[position : position + 4]
-        (size,) = struct.unpack("<I", data[position + 4 : position + 8])
-        body_start, body_end = position + 8, min(position + 8 + size, end)
-        if tag in (b"VP8 ", b"VP8L"):
-            # The frame header needs a few dozen bytes; no need to copy the whole bitstream.
-            return tag, data[body_start : min(body_end, body_start + _VP8_HEADER_BYTES)]
-        if tag == b"ANMF":
-            # 16 bytes of frame geometry and timing, then the frame's own chunks.
-            return _first_image_chunk(data, body_start + 16, body_end)
-        position = body_start + size + (size & 1)
-    return None
-
-
-class _BoolDecoder:
-    """The boolean entropy decoder of VP8 (RFC 6386, section 7), enough to read a header."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._position = 2
-        self._value = (data[0] << 8) | data[1]
-        self._range = 255
-        self._bit_count = 0
-
-    def bit(self, probability: int = 128) -> int:
-        split = 1 + (((self._range - 1) * probability) >> 8)
-        big_split = split << 8
-        if self._value >= big_split:
-            result = 1
-            self._range -= split
-            self._value -= big_split
-        else:
-            result = 0
-            self._range = split
-        while self._range < 128:
-            self._value <<= 1
-            self._range <<= 1
-            self._bit_count += 1
-            if self._bit_count == 8:
-                self._bit_count = 0
-                if self._position < len(self._data):
-                    self._value |= self._data[self._position]
-                    self._position += 1
-        return result
-
-    def literal(self, bits: int) -> int:
-        value = 0
-        for _ in range(bits):
-            value = (value << 1) | self.bit()
-        return value
-
-    def signed(self, bits: int) -> int:
-        value = self.literal(bits)
-        return -value if self.bit() else value
-
-    def optional_signed(self, bits: int) -> int:
-        return self.signed(bits) if self.bit() else 0
-
-
-_VP8_SEGMENTS = 4
-
-
-def _read_vp8_header(frame: bytes) -> tuple[list[int], int] | None:
-    """Walk a VP8 key frame header (RFC 6386, 9.2 to 9.6) up to its quantizer indices."""
-    if len(frame) < 12 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
-        return None  # not a key frame: cannot be the first frame of a still WebP
-    header = _BoolDecoder(frame[10:])
-    header.literal(2)  # colour space, clamping type
-    segment_quantizers: list[int] | None = None
-    absolute = True
-    if header.bit():  # segmentation enabled
-        update_map = header.bit()
-        if header.bit():  # segment feature data follows
-            absolute = bool(header.bit())
-            segment_quantizers = [header.optional_signed(7) for _ in range(_VP8_SEGMENTS)]
-            for _ in range(_VP8_SEGMENTS):
-                header.optional_signed(6)  # loop filter level per segment
-        if update_map:
-            for _ in range(3):
-                if header.bit():
-                    header.literal(8)  # segment tree probabilities
-    header.literal(1 + 6 + 3)  # filter type, loop filter level, sharpness
-    if header.bit() and header.bit():  # loop filter deltas enabled and updated
-        for _ in range(8):
-            header.optional_signed(6)
-    header.literal(2)  # log2 of the number of DCT partitions
-    base = header.literal(7)  # y_ac_qi
-    # Deltas of y_dc, y2_dc, y2_ac, uv_dc and uv_ac, in that order.
-    uv_dc = [header.optional_signed(4) for _ in range(5)][3]
-    if segment_quantizers is None:
-        return [base], uv_dc
-    if not absolute:
-        segment_quantizers = [max(0, min(127, base + delta)) for delta in segment_quantizers]
-    return segment_quantizers, uv_dc
 
 
 def _subsampling_for(source: Image.Image) -> str:

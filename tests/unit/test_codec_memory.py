@@ -1,0 +1,93 @@
+"""Memory per image is bounded: the peak while compressing one large picture, measured in a
+process of its own (a test process's high-water mark says nothing about one image).
+
+The bound is 1.5 times the decoded RGB picture. The peak is `ru_maxrss` after compressing
+minus `ru_maxrss` before, in the same child, once the codec has warmed up and the source bytes
+are in memory: what compressing that one image added to the process's high-water mark.
+
+Linux carries a process's `ru_maxrss` across exec from whatever it was forked from: a child
+of this test process would start with the test process's own high-water mark (hundreds of MB
+after making the photos) and report no growth at all. So the child is started by a shell,
+which forks it afresh from the shell's small footprint.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from local_profile.sample_images import photo_jpeg
+
+ROOT = Path(__file__).resolve().parents[2]
+WIDTH, HEIGHT = 4000, 3000
+MAX_PEAK_OVER_DECODED_RGB = 1.5
+
+CHILD = """
+import io, json, resource, sys
+from PIL import Image
+from shared.adapters.pillow_codec import PillowCodec
+from shared.bootstrap import build_codec
+from shared.config import Limits
+
+path, which = sys.argv[1], sys.argv[2]
+codec = build_codec(Limits()) if which == "shipped" else PillowCodec(Limits())
+for mode, kind in (("RGB", "JPEG"), ("RGBA", "PNG")):  # load every library on the way
+    warm_up = io.BytesIO()
+    Image.new(mode, (64, 64)).save(warm_up, kind)
+    codec.compress(warm_up.getvalue())
+data = open(path, "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = codec.compress(data)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_bytes": (after - before) * 1024, "pixels": result.width * result.height,
+                  "path": type(codec).__name__}))
+"""
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("large")
+    (folder / "420.jpg").write_bytes(photo_jpeg(WIDTH, HEIGHT, 90))
+    (folder / "444.jpg").write_bytes(photo_jpeg(WIDTH, HEIGHT, 90, subsampling="4:4:4"))
+    return folder
+
+
+def peak_in_child(source: Path, which: str) -> dict[str, int | str]:
+    finished = subprocess.run(
+        # `; exit` keeps the shell from exec-ing the child in its own (inherited) process.
+        ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", CHILD, str(source), which],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    measured: dict[str, int | str] = json.loads(finished.stdout)
+    return measured
+
+
+@pytest.mark.parametrize(
+    ("name", "which", "path"),
+    [
+        ("420.jpg", "shipped", "JpegRequantizer"),  # re-quantized in the DCT domain
+        ("444.jpg", "shipped", "JpegRequantizer"),  # left to Pillow by the fast path
+        ("420.jpg", "pillow", "PillowCodec"),
+    ],
+    ids=["4:2:0 fast path", "4:4:4 shipped", "4:2:0 pillow"],
+)
+def test_peak_memory_of_a_12_megapixel_jpeg_is_within_1_5_times_its_decoded_size(
+    photos: Path, name: str, which: str, path: str
+) -> None:
+    measured = peak_in_child(photos / name, which)
+
+    assert (measured["path"], measured["pixels"]) == (path, WIDTH * HEIGHT)
+    decoded_rgb = WIDTH * HEIGHT * 3
+    # At least half of it: holding the picture (or its coefficients) shows, or nothing was measured.
+    assert (
+        0.5 * decoded_rgb <= int(measured["peak_bytes"]) <= MAX_PEAK_OVER_DECODED_RGB * decoded_rgb
+    )
