@@ -22,11 +22,15 @@ class ImageHost:
         latency: float = 0.0,
         host: str = "127.0.0.1",
         fail_first: Mapping[str, int] | None = None,
+        hold: set[str] | None = None,
     ) -> None:
         self.files = dict(files)
         self.latency = latency
         # Paths that answer 503 to their first n requests: a host having a bad minute.
         self.fail_first = dict(fail_first or {})
+        # Paths whose answers wait until release() is called: an image still on its way.
+        self.hold = set(hold or ())
+        self.released = threading.Event()
         self.hits: Counter[str] = Counter()
         host_self = self
 
@@ -35,6 +39,8 @@ class ImageHost:
 
             def do_GET(self) -> None:
                 host_self.hits[self.path] += 1
+                if self.path in host_self.hold:
+                    host_self.released.wait(timeout=60)
                 if host_self.latency:
                     time.sleep(host_self.latency)
                 if host_self.hits[self.path] <= host_self.fail_first.get(self.path, 0):
@@ -64,6 +70,9 @@ class ImageHost:
         self.base_url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def release(self) -> None:
+        self.released.set()
+
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
@@ -77,5 +86,6 @@ class ImageHost:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
