@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -22,6 +23,8 @@ from shared.config import Settings
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
+
+OPENAPI = Path(__file__).resolve().parents[1] / "openapi.yaml"
 
 
 class WebhookInbox:
@@ -79,6 +82,7 @@ def mount_webhook_receiver(app: Flask, inbox: WebhookInbox) -> None:
 
 def create_app(services: Services) -> Flask:
     app = Flask(__name__)
+    http_flask.json_errors(app)
     mount_webhook_receiver(app, WebhookInbox(services.settings.webhook_secrets))
 
     @app.post("/upload")
@@ -92,6 +96,11 @@ def create_app(services: Services) -> Flask:
     @app.get("/healthz")
     def health() -> Response:
         return jsonify({"ok": True})
+
+    @app.get("/openapi.yaml")
+    def openapi() -> Response:
+        # The API's description, for clients and for the fuzzer in the tests (RFC 9512 type).
+        return Response(OPENAPI.read_bytes(), content_type="application/yaml")
 
     return app
 

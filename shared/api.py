@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.domain.access import AccessDenied, ApiKeyring
 from shared.domain.csv_table import CsvInvalid
 from shared.domain.errors import RetryLater
 from shared.domain.model import DeliveryAttempt, ImageRecord, WebhookDelivery, is_request_id
@@ -78,6 +81,55 @@ def internal_error(context: str) -> ApiResponse:
 
 def too_large(limit: int) -> ApiResponse:
     return error(413, "payload_too_large", f"the upload is larger than {limit} bytes")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the key id that will own (or must own) the request; None under open
+    access."""
+
+    owner: str | None
+
+
+@functools.lru_cache(maxsize=8)
+def _keyring(entries: tuple[tuple[str, str], ...], open_access: bool) -> ApiKeyring:
+    return ApiKeyring(entries, open_access=open_access)
+
+
+def unauthorized(denied: AccessDenied) -> ApiResponse:
+    # RFC 6750: the challenge names the scheme, and says invalid_token when a key was sent.
+    challenge = 'Bearer realm="imgsvc"'
+    if denied.code:
+        challenge += f', error="{denied.code}"'
+    answer = error(401, "unauthorized", denied.message)
+    return ApiResponse(answer.status, answer.body, {"WWW-Authenticate": challenge})
+
+
+def admit(
+    services: Services, authorization: str | None, *, uploading: bool
+) -> Caller | ApiResponse:
+    """Who the caller is, or the answer that turns them away (401, or 429 for an upload over
+    the key's rate). Runs before the request body is looked at: a stranger costs no parsing."""
+    settings = services.settings
+    try:
+        owner = _keyring(settings.api_keys, settings.open_access).identify(authorization)
+    except AccessDenied as denied:
+        return unauthorized(denied)
+    if uploading and owner is not None and settings.upload_rate_limit is not None:
+        limit, window = settings.upload_rate_limit
+        try:
+            decision = services.upload_rate.hit(owner, limit=limit, window=window)
+        except Exception:
+            return internal_error("upload rate limit")
+        if not decision.allowed:
+            wait = max(1, math.ceil(decision.retry_after))
+            answer = error(
+                429,
+                "rate_limited",
+                f"more than {limit} uploads in {window:g} s with this key; retry in {wait} s",
+            )
+            return ApiResponse(answer.status, answer.body, {"Retry-After": str(wait)})
+    return Caller(owner)
 
 
 def upload(

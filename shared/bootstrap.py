@@ -12,13 +12,13 @@ import logging
 import os
 from typing import Any
 
-from shared.adapters.address_guard import AddressGuard
+from shared.adapters.address_guard import AddressGuard, no_lookups
 from shared.adapters.firestore_store import FirestoreDeliveries, FirestoreImages, FirestoreRequests
 from shared.adapters.gcs_blobs import GcsBlobStore
 from shared.adapters.pillow_codec import PillowCodec
 from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
 from shared.config import ConfigError, Limits, Settings
-from shared.ports import ImageCodec, ImageEvents, TaskQueue
+from shared.ports import FetchLimiter, ImageCodec, ImageEvents, RateLimiter, TaskQueue
 from shared.usecases.services import Services, SystemClock
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,47 @@ def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
     raise ConfigError(f"unknown task backend {settings.task_backend!r}")
 
 
+# A fetch slot whose holder died frees itself after the longest a fetch can take, plus this.
+SLOT_LEASE_MARGIN = 30.0
+
+
+def build_limits(settings: Settings, db: Any) -> tuple[FetchLimiter, RateLimiter]:
+    """Fetch slots and the upload rate, where every process of the profile can share them.
+
+    Locally, the Celery worker's processes and the gateway share Redis. Cloud Functions have no
+    shared memory: fetch slots are counted per instance (the Cloud Tasks queue's
+    max-concurrent-dispatches caps the whole), the upload rate in Firestore (SECURITY.md).
+    """
+    fetch = settings.fetch
+    if settings.task_backend == "celery":
+        import redis
+
+        from shared.adapters.redis_limits import RedisFetchLimiter, RedisRateLimiter
+
+        client = redis.Redis.from_url(settings.redis_url)
+        limiter = RedisFetchLimiter(
+            client,
+            max_concurrent=fetch.max_concurrent,
+            max_per_host=fetch.max_per_host,
+            lease_seconds=fetch.total_timeout + SLOT_LEASE_MARGIN,
+        )
+        return limiter, RedisRateLimiter(client, "upload")
+    from shared.adapters.firestore_rate_limit import FirestoreRateLimiter
+    from shared.adapters.process_limits import ProcessFetchLimiter
+
+    return (
+        ProcessFetchLimiter(fetch.max_concurrent, fetch.max_per_host),
+        FirestoreRateLimiter(db, "upload"),
+    )
+
+
+def _warn_about_access(settings: Settings) -> None:
+    if settings.open_access:
+        log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
+    elif not settings.api_keys:
+        log.error("API_KEYS is not set: every /upload and /status call will be refused (401)")
+
+
 @functools.cache
 def instance_services() -> Services:
     """One Services per process, built on first use (a Cloud Function instance's cold start
@@ -94,10 +135,15 @@ def build_services(settings: Settings | None = None, *, ensure_buckets: bool = F
     )
     if ensure_buckets:
         blobs.ensure_buckets()
-    guard = AddressGuard(settings.fetch.allowed_networks)
+    guard = AddressGuard(
+        settings.fetch.allowed_networks,
+        resolver=no_lookups if settings.fetch.dns == "off" else None,
+    )
     queue, events = build_task_queue(settings)
+    fetch_limiter, upload_rate = build_limits(settings, db)
     if not settings.webhook_secrets:
         log.warning("WEBHOOK_SECRET is not set: webhooks will be sent unsigned")
+    _warn_about_access(settings)
     return Services(
         settings=settings,
         requests=FirestoreRequests(db, clock),
@@ -111,4 +157,6 @@ def build_services(settings: Settings | None = None, *, ensure_buckets: bool = F
         webhooks=HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard),
         webhook_guard=guard,
         clock=clock,
+        fetch_limiter=fetch_limiter,
+        upload_rate=upload_rate,
     )

@@ -45,6 +45,46 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_api_keys(text: str) -> tuple[tuple[str, str], ...]:
+    """API_KEYS: comma-separated `<key_id>:<sha256 hex of the key>`. Only digests are ever
+    configured; the keys themselves are shown once, by `python -m local_profile.apikeys new`."""
+    entries: list[tuple[str, str]] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        key_id, _, digest = part.partition(":")
+        key_id, digest = key_id.strip(), digest.strip().lower()
+        if not _KEY_ID.match(key_id) or not _SHA256_HEX.match(digest):
+            # The entry is not repeated: a key pasted here by mistake must not reach a log.
+            raise ConfigError(
+                "API_KEYS entries look like <key_id>:<64 hex digits of sha256(key)>; "
+                f"entry {len(entries) + 1} does not"
+            )
+        entries.append((key_id, digest))
+    return tuple(entries)
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """'30/1m' -> (30, 60.0); 'off' or '0' -> None (no limit)."""
+    value = text.strip().lower()
+    if value in ("off", "0", "none"):
+        return None
+    count, _, window = value.partition("/")
+    try:
+        limit = int(count)
+        seconds = parse_duration(window)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"not a rate: {text!r} (use e.g. 30/1m, or off)") from exc
+    if limit < 1 or seconds <= 0:
+        raise ConfigError(f"not a rate: {text!r} (use e.g. 30/1m, or off)")
+    return limit, seconds
+
+
 def _size(text: str) -> int:
     match = re.match(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$", text)
     if not match:
@@ -74,6 +114,13 @@ class FetchPolicy:
     retries: int = 2
     retry_backoff: float = 0.5
     user_agent: str = "imgsvc/1.0 (+https://github.com/imgsvc)"
+    # Fetches in progress at once, over all workers and per host of the input URL (a stranger's
+    # CSV of 100,000 URLs on one host must not turn the service into a flood against it).
+    max_concurrent: int = 32
+    max_per_host: int = 6
+    # "system" resolves names with getaddrinfo; "off" accepts IP literals only, every name is a
+    # dns_failure: the test stacks run so, and so can never send a DNS query.
+    dns: str = "system"
 
 
 @dataclass(frozen=True)
@@ -110,6 +157,18 @@ class Settings:
     gateway_port: int = 8000
     public_base_url: str | None = None
     log_level: str = "INFO"
+    # (key_id, sha256 hex) pairs from API_KEYS; empty means open access where that is allowed
+    # (see `open_access`).
+    api_keys: tuple[tuple[str, str], ...] = ()
+    # Uploads per key per window (UPLOAD_RATE_LIMIT, e.g. 30/1m); None: no limit.
+    upload_rate_limit: tuple[int, float] | None = (30, 60.0)
+
+    @property
+    def open_access(self) -> bool:
+        """No key needed: only with no API_KEYS configured *and* the Firestore emulator, i.e.
+        on a developer's machine. Against real Firestore a missing API_KEYS locks every caller
+        out rather than opening the service to the internet."""
+        return not self.api_keys and self.firestore_emulator_host is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,7 +209,15 @@ class Settings:
             max_redirects=int(num("FETCH_MAX_REDIRECTS", d.fetch.max_redirects)),
             retries=int(num("FETCH_RETRIES", d.fetch.retries)),
             retry_backoff=duration("FETCH_RETRY_BACKOFF", d.fetch.retry_backoff),
+            max_concurrent=int(num("FETCH_MAX_CONCURRENT", d.fetch.max_concurrent)),
+            max_per_host=int(num("FETCH_MAX_PER_HOST", d.fetch.max_per_host)),
+            dns=(get("FETCH_DNS", d.fetch.dns) or d.fetch.dns).lower(),
         )
+        if fetch.dns not in ("system", "off"):
+            raise ConfigError("FETCH_DNS must be 'system' or 'off'")
+        if fetch.max_concurrent < 1 or fetch.max_per_host < 1:
+            raise ConfigError("FETCH_MAX_CONCURRENT and FETCH_MAX_PER_HOST must be at least 1")
+        rate = get("UPLOAD_RATE_LIMIT")
         schedule = get("WEBHOOK_RETRY_SCHEDULE")
         secrets = tuple((get("WEBHOOK_SECRET", "") or "").split())
         if any(not secret.startswith("whsec_") for secret in secrets):
@@ -196,4 +263,6 @@ class Settings:
             gateway_port=int(num("GATEWAY_PORT", d.gateway_port)),
             public_base_url=get("PUBLIC_BASE_URL"),
             log_level=get("LOG_LEVEL", d.log_level) or d.log_level,
+            api_keys=parse_api_keys(get("API_KEYS", "") or ""),
+            upload_rate_limit=parse_rate(rate) if rate is not None else d.upload_rate_limit,
         )

@@ -7,24 +7,37 @@ functions-framework hands them Flask requests); the use cases never see Flask.
 from __future__ import annotations
 
 import json
+import re
 
-from flask import Request, Response
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Flask, Request, Response
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import api
 from shared.usecases.services import Services
 
+# Input echoed in an answer (a URL in a CSV problem, say) stays JSON text even if something
+# renders the body as HTML: these characters only ever occur inside JSON strings, and there
+# their \u escapes mean the same to any JSON parser.
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+# Every API answer is JSON and says so; nosniff forbids browsers to guess otherwise.
+API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
 
 def to_flask(answer: api.ApiResponse) -> Response:
     return Response(
-        json.dumps(answer.body, ensure_ascii=False),
+        json.dumps(answer.body, ensure_ascii=False).translate(_HTML_SAFE),
         status=answer.status,
-        headers=answer.headers,
+        headers={**API_HEADERS, **answer.headers},
         content_type="application/json",
     )
 
 
-def upload(services: Services, request: Request, owner: str | None = None) -> Response:
+def upload(services: Services, request: Request) -> Response:
+    caller = api.admit(services, request.headers.get("Authorization"), uploading=True)
+    if isinstance(caller, api.ApiResponse):
+        # Bounded by the upload limit: a stranger is never read further than a customer.
+        _discard_body(request, services.settings.limits.max_upload_bytes)
+        return to_flask(caller)
     limit = services.settings.limits.max_upload_bytes
     # Werkzeug stops reading the body as soon as it passes the limit: a 2 GB upload costs
     # us 30 MB of reading, not 2 GB.
@@ -50,7 +63,7 @@ def upload(services: Services, request: Request, owner: str | None = None) -> Re
             is_multipart=is_multipart,
             file=uploaded,
             webhook_url=(webhook_url or "").strip() or None,
-            owner=owner,
+            owner=caller.owner,
         )
     )
 
@@ -59,14 +72,14 @@ def upload(services: Services, request: Request, owner: str | None = None) -> Re
 _DRAIN_CAP = 64 * 1024 * 1024
 
 
-def _discard_body(request: Request) -> None:
-    """Read and drop what the client is still sending before answering 413.
+def _discard_body(request: Request, cap: int = _DRAIN_CAP) -> None:
+    """Read and drop what the client is still sending before answering 413 (or 401, 429).
 
     Answering before the body is read makes gunicorn (Cloud Run, functions-framework) close
     the connection under the client's feet: a proxy or a client still writing sees a reset,
     not our JSON 413. Waitress (the local gateway) has read the body already."""
     stream = request.environ.get("wsgi.input")
-    remaining = min(request.content_length or _DRAIN_CAP, _DRAIN_CAP)
+    remaining = min(request.content_length or cap, cap, _DRAIN_CAP)
     while stream is not None and remaining > 0:
         chunk = stream.read(min(remaining, 1 << 16))
         if not chunk:
@@ -74,10 +87,11 @@ def _discard_body(request: Request) -> None:
         remaining -= len(chunk)
 
 
-def status(
-    services: Services, request: Request, request_id: str, owner: str | None = None
-) -> Response:
-    return to_flask(api.status(services, request_id, request.args.to_dict(), owner=owner))
+def status(services: Services, request: Request, request_id: str) -> Response:
+    caller = api.admit(services, request.headers.get("Authorization"), uploading=False)
+    if isinstance(caller, api.ApiResponse):
+        return to_flask(caller)
+    return to_flask(api.status(services, request_id, request.args.to_dict(), owner=caller.owner))
 
 
 def task(services: Services, request: Request) -> Response:
@@ -87,3 +101,30 @@ def task(services: Services, request: Request) -> Response:
     redelivered = retries.isdigit() and int(retries) > 0
     payload = request.get_json(silent=True)
     return to_flask(api.run_task(services, payload, redelivered=redelivered))
+
+
+def json_errors(app: Flask) -> None:
+    """Make a Flask app answer like the API everywhere: the framework's own errors (unknown
+    path, wrong method, a crash in a route) in the API's JSON error shape instead of HTML
+    pages, and every answer with nosniff."""
+
+    @app.errorhandler(HTTPException)
+    def framework_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = re.sub(r"[^a-z]+", "_", (exc.name or "error").lower()).strip("_")
+        # Werkzeug's descriptions are fixed sentences; nothing from the request is echoed.
+        response = to_flask(api.error(status, code, exc.description or exc.name or code))
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                response.headers["Allow"] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception) -> Response:
+        return to_flask(api.internal_error(f"{app.name} route"))
+
+    @app.after_request
+    def nosniff(response: Response) -> Response:
+        for name, value in API_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response

@@ -215,3 +215,33 @@ class UrlGuard(Protocol):
         """Raise ImageFailure when the URL may not be contacted (scheme, credentials,
         blocked or unresolvable address)."""
         ...
+
+
+class FetchSlot(Protocol):
+    def release(self) -> None:
+        """Give the slot back; releasing twice is harmless."""
+        ...
+
+
+class FetchLimiter(Protocol):
+    """Bounds the fetches in progress at once, in all and per host (FETCH_MAX_CONCURRENT,
+    FETCH_MAX_PER_HOST). A slot whose holder died frees itself once a fetch's deadline has
+    surely passed."""
+
+    def acquire(self, host: str, *, wait: float) -> FetchSlot | None:
+        """A slot for a fetch from `host`, waiting up to `wait` seconds for one to free up;
+        None when none did (the caller tries again later, it does not fail)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    retry_after: float = 0.0  # seconds until the current window ends, when refused
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
+        """Count one event for `key` in the current fixed window of `window` seconds; refused
+        when it would be more than `limit`."""
+        ...

@@ -26,7 +26,7 @@ from shared.domain.model import (
     RequestStatus,
     WebhookDelivery,
 )
-from shared.ports import Attempt, BlobMissing, FetchedImage, WebhookResponse
+from shared.ports import Attempt, BlobMissing, FetchedImage, RateDecision, WebhookResponse
 from shared.usecases.services import Services
 
 
@@ -357,6 +357,49 @@ class FakeGuard:
         return None
 
 
+class FakeFetchLimiter:
+    """Slots per host up to `per_host`; `full` turns every request away."""
+
+    def __init__(self, per_host: int = 1_000) -> None:
+        self.per_host = per_host
+        self.full = False
+        self.held: dict[str, int] = {}
+        self.waits: list[float] = []
+
+    def acquire(self, host: str, *, wait: float) -> FakeSlot | None:
+        self.waits.append(wait)
+        if self.full or self.held.get(host, 0) >= self.per_host:
+            return None
+        self.held[host] = self.held.get(host, 0) + 1
+        return FakeSlot(self, host)
+
+
+class FakeSlot:
+    def __init__(self, limiter: FakeFetchLimiter, host: str) -> None:
+        self.limiter, self.host, self.released = limiter, host, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.limiter.held[self.host] -= 1
+
+
+class FakeRateLimiter:
+    """Counts per key; a window ends when the test says so (`new_window`)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def hit(self, key: str, *, limit: int, window: float) -> RateDecision:
+        if self.counts.get(key, 0) >= limit:
+            return RateDecision(False, window / 2)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return RateDecision(True)
+
+    def new_window(self) -> None:
+        self.counts.clear()
+
+
 @dataclasses.dataclass
 class FakeWorld:
     services: Services
@@ -369,6 +412,8 @@ class FakeWorld:
     queue: FakeQueue
     webhooks: FakeWebhookTransport
     guard: FakeGuard
+    fetch_limiter: FakeFetchLimiter
+    upload_rate: FakeRateLimiter
 
 
 def fake_world(settings: Settings | None = None) -> FakeWorld:
@@ -377,6 +422,7 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
     requests.deliveries = deliveries
     blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
     webhooks, guard = FakeWebhookTransport(), FakeGuard()
+    fetch_limiter, upload_rate = FakeFetchLimiter(), FakeRateLimiter()
     services = Services(
         settings=settings or Settings(webhook_secrets=("whsec_" + "a2V5a2V5a2V5a2V5",)),
         requests=requests,
@@ -390,7 +436,20 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
         webhooks=webhooks,
         webhook_guard=guard,
         clock=clock,
+        fetch_limiter=fetch_limiter,
+        upload_rate=upload_rate,
     )
     return FakeWorld(
-        services, clock, requests, images, deliveries, blobs, fetcher, queue, webhooks, guard
+        services,
+        clock,
+        requests,
+        images,
+        deliveries,
+        blobs,
+        fetcher,
+        queue,
+        webhooks,
+        guard,
+        fetch_limiter,
+        upload_rate,
     )

@@ -8,8 +8,10 @@ was lost with a crashed worker still happens.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import uuid
+from urllib.parse import urlsplit
 
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageRecord, ImageSlice, ImageState
@@ -21,6 +23,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Backoff between attempts at one image when its host is having trouble (seconds).
 RETRY_BASE = 2.0
 RETRY_CAP = 300.0
+# How long a task waits for a free fetch slot before it goes back to the queue, and how long it
+# stays there (plus jitter, so that the tasks turned away together do not return together).
+SLOT_WAIT = 2.0
+BUSY_RETRY = 5.0
 
 
 def materialize_slice(services: Services, image_slice: ImageSlice) -> None:
@@ -43,6 +49,16 @@ def retry_delay(attempt: int, hint: float | None) -> float:
     return max(delay, min(hint, RETRY_CAP)) if hint else delay
 
 
+def fetch_host(url: str) -> str:
+    """What FETCH_MAX_PER_HOST counts by: the host of the input URL as written (redirects count
+    against it too). A URL too broken to have one fails in the fetcher, so any key will do."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        host = ""
+    return host.rstrip(".")[:253]
+
+
 def process_image(
     services: Services, request_id: str, image_id: str, *, redelivered: bool = False
 ) -> ImageState:
@@ -62,10 +78,24 @@ def process_image(
         services.events.image_settled(request_id, image_id)
         return record.state
 
-    attempt = services.images.begin_attempt(record, count_now=redelivered)
+    # Taken before the attempt starts: an image turned away because its host is busy has not
+    # been tried, so it does not use up one of its attempts.
+    slot = services.fetch_limiter.acquire(fetch_host(record.input_url), wait=SLOT_WAIT)
+    if slot is None:
+        raise RetryLater(
+            "too many fetches in progress", after_seconds=BUSY_RETRY * (1 + random.random())
+        )
+    try:
+        attempt = services.images.begin_attempt(record, count_now=redelivered)
+    except BaseException:
+        slot.release()
+        raise
     max_attempts = services.settings.image_max_attempts
     try:
-        fetched = services.fetcher.fetch(record.input_url)
+        try:
+            fetched = services.fetcher.fetch(record.input_url)
+        finally:
+            slot.release()
         compressed = services.codec.compress(fetched.data)
         path = output_path(record, compressed.extension)
         url = services.blobs.put_output(path, compressed.data, compressed.content_type)

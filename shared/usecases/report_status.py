@@ -41,8 +41,10 @@ def report_status(
     owner: str | None = None,
 ) -> StatusReport:
     request = services.requests.get(request_id)
-    # Someone else's request is reported as unknown: its existence is not ours to reveal.
-    if request is None or (request.owner is not None and request.owner != owner):
+    # Someone else's request is reported as unknown: its existence is not ours to reveal. The
+    # owner must match exactly: a request made without a key (open access) is not visible to a
+    # key holder once keys are turned on, nor a key holder's request to an anonymous caller.
+    if request is None or request.owner != owner:
         raise UnknownRequest(request_id)
     updated_at = request.updated_at
     if request.final_progress is not None:

@@ -10,10 +10,12 @@ from shared.ports import (
     BlobStore,
     Clock,
     DeliveryRepository,
+    FetchLimiter,
     ImageCodec,
     ImageEvents,
     ImageFetcher,
     ImageRepository,
+    RateLimiter,
     RequestRepository,
     TaskQueue,
     UrlGuard,
@@ -40,3 +42,5 @@ class Services:
     webhooks: WebhookTransport
     webhook_guard: UrlGuard
     clock: Clock
+    fetch_limiter: FetchLimiter
+    upload_rate: RateLimiter
