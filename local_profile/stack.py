@@ -274,13 +274,23 @@ class Stack:
         self._wait("worker", ready_file.exists, 60)
         return service
 
-    def start_gateway(self, port: int | None = None) -> str:
+    def start_gateway(
+        self,
+        port: int | None = None,
+        *,
+        name: str = "gateway",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> str:
+        """The gateway; another `name` and `extra_env` start a second one beside it (the tests
+        run one with API_KEYS set) without touching the stack's own settings."""
         port = port or free_port()
-        self.env["GATEWAY_PORT"] = str(port)
-        self._spawn("gateway", [sys.executable, "-m", "local_profile.gateway"])
+        if name == "gateway":
+            self.env["GATEWAY_PORT"] = str(port)
+        env = {**(extra_env or {}), "GATEWAY_PORT": str(port)}
+        self._spawn(name, [sys.executable, "-m", "local_profile.gateway"], env)
         url = f"http://127.0.0.1:{port}"
-        self.services["gateway"].url = url
-        self._wait("gateway", lambda: _http_ok(f"{url}/healthz"), 30)
+        self.services[name].url = url
+        self._wait(name, lambda: _http_ok(f"{url}/healthz"), 30)
         return url
 
     # ---- the emulated cloud profile --------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from local_profile.stack import (
     new_webhook_secret,
 )
 from shared.config import Settings
+from shared.domain.access import new_api_key
 
 WEBHOOK_SECRET = new_webhook_secret()
 
@@ -42,6 +44,9 @@ def base_env() -> dict[str, str]:
         "FETCH_TOTAL_TIMEOUT": "5s",
         "FETCH_RETRIES": "2",
         "FETCH_RETRY_BACKOFF": "100ms",
+        # Every test URL is an IP literal; with lookups off no test (the fuzzer's uploads
+        # included) can make the stack send a DNS query.
+        "FETCH_DNS": "off",
         "LOG_LEVEL": "INFO",
     }
 
@@ -84,6 +89,34 @@ def gateway_url(live: Stack) -> str:
     url = live.services["gateway"].url
     assert url
     return url
+
+
+@dataclass(frozen=True)
+class KeyedGateway:
+    """A second gateway of the live stack with API_KEYS set, for three clients: alice and bob,
+    and carol, whose uploads run into the rate limit."""
+
+    url: str
+    keys: dict[str, str]  # key id -> the raw key, as the client holds it
+    upload_limit: int
+
+
+@pytest.fixture(scope="session")
+def keyed_gateway(live: Stack) -> Iterator[KeyedGateway]:
+    made = {name: new_api_key(name) for name in ("alice", "bob", "carol")}
+    limit = 3
+    url = live.start_gateway(
+        name="gateway-keys",
+        extra_env={
+            "API_KEYS": ",".join(key.entry for key in made.values()),
+            # A window of ~114 years: no test can straddle two windows and see its count reset.
+            "UPLOAD_RATE_LIMIT": f"{limit}/1000000h",
+        },
+    )
+    try:
+        yield KeyedGateway(url, {name: key.key for name, key in made.items()}, limit)
+    finally:
+        live.stop("gateway-keys")
 
 
 CLOUD_PROJECT = "demo-imgsvc-cloud"

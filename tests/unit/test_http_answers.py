@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from local_profile.gateway import create_app
+from shared.adapters.address_guard import AddressGuard, no_lookups
 from shared.config import Limits, Settings, parse_api_keys
 from shared.domain.access import new_api_key
 from tests.fakes import FakeWorld, fake_world
@@ -266,3 +267,33 @@ def test_cloud_functions_upload_and_status_check_keys_and_owners(
     own = call_function(status, path, headers=auth(ALICE.key))
     assert own.status_code == 200
     assert own.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- webhook URLs meet the address rules at upload ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        "http://127.0.0.1:8000/webhook",
+        "http://0x7f000001/hook",
+        "http://[::ffff:169.254.169.254]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://10.0.0.5/hook",
+        "http://[fd00::1]/hook",
+        "http://user:pw@hooks.example/hook",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:6379/_FLUSHALL",
+        "http://hooks.example/hook",  # a name: lookups are off here, so it cannot be checked
+    ],
+)
+def test_a_webhook_url_the_address_rules_refuse_is_a_400_and_nothing_is_stored(
+    world: FakeWorld, client: FlaskClient, webhook_url: str
+) -> None:
+    world.services.webhook_guard = AddressGuard(resolver=no_lookups)
+    response = post_csv(client, webhook_url=webhook_url)
+    assert response.status_code == 400
+    assert assert_api_answer(response)["error"]["code"] == "invalid_webhook_url"
+    assert "pw" not in response.get_data(as_text=True)
+    assert world.requests.records == {} and world.blobs.uploads == {}
