@@ -10,7 +10,7 @@ TASKS_STAMP := $(TASKS_VENV)/.installed
 PROFILE ?= local
 RUN_DIR := .run
 
-.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean
+.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean apikey
 
 help:
 	@echo "make demo   - start the local stack, process a sample CSV end to end, show the results"
@@ -19,6 +19,7 @@ help:
 	@echo "              (PROFILE=cloud: the four Cloud Functions over emulated Cloud Tasks and Eventarc)"
 	@echo "make down   - stop exactly what make up started"
 	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
+	@echo "make apikey NAME=<client> - make an API key; prints it once and its API_KEYS entry"
 
 $(STAMP): requirements.txt requirements-local.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,11 @@ up: install
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m local_profile.stack down --run-dir $(RUN_DIR); else echo "nothing was running"; fi
+
+# An API key for a client: the key is printed once, API_KEYS gets only its SHA-256.
+apikey: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make apikey NAME=<client>"; exit 2; }
+	@$(PY) -m local_profile.apikeys new "$(NAME)"
 
 status:
 	@$(PY) -m local_profile.stack status --run-dir $(RUN_DIR)

@@ -2,7 +2,8 @@
 
 POST /upload and GET /status/<id> are the same handlers the Cloud Functions use. POST /webhook
 verifies Standard Webhooks signatures with WEBHOOK_SECRET and keeps what arrived, so the demo
-and the tests can show the notification; GET /webhook lists it.
+and the tests can show the notification; GET /webhook lists it. GET /openapi.yaml describes
+the API. Every answer, errors of unknown paths included, is JSON with nosniff.
 """
 
 from __future__ import annotations
