@@ -117,3 +117,21 @@ def test_uploads_beyond_a_keys_rate_are_429_with_retry_after(keyed_gateway: Keye
     # Reading a status is not an upload, and the limit is carol's alone.
     assert status(base, "A" * 22, auth(key)).status_code == 404
     assert post_csv(base, invalid, auth(keyed_gateway.keys["bob"])).status_code == 400
+
+
+def test_both_profiles_answer_json_with_nosniff_and_never_html(base_url: str) -> None:
+    # The same shared HTTP layer behind the gateway and behind the Cloud Functions.
+    answers = [
+        requests.get(f"{base_url}/status/not-an-id", timeout=10),
+        requests.get(f"{base_url}/status/{'A' * 22}", timeout=10),
+        post_csv(
+            base_url, b"Serial Number,Product Name,Input Image Urls\n1,x,javascript:<script>\n", {}
+        ),
+    ]
+    assert "<script>" in answers[2].json()["error"]["details"][0]["message"]  # echoed, escaped
+    assert [a.status_code for a in answers] == [400, 404, 400]
+    for answer in answers:
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert b"<" not in answer.content
+        assert set(answer.json()) == {"error"}
