@@ -33,11 +33,20 @@ def demo_images() -> dict[str, tuple[bytes, str]]:
     }
 
 
+def api_headers() -> dict[str, str]:
+    """With API_KEYS set on the stack, the demo's client needs a key of its own: IMGSVC_API_KEY
+    (one that `make apikey` printed)."""
+    key = os.environ.get("IMGSVC_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def follow(base: str, request_id: str, timeout: float = 180) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        status = requests.get(f"{base}/status/{request_id}", timeout=10).json()
+        status = requests.get(
+            f"{base}/status/{request_id}", headers=api_headers(), timeout=10
+        ).json()
         progress = status["progress"]
         line = (
             f"  {status['status']:<12} {progress['done']} done, {progress['failed']} failed, "
@@ -70,6 +79,7 @@ def run(base: str) -> int:
             f"{base}/upload",
             files={"file": ("demo.csv", csv_bytes, "text/csv")},
             data={"webhook_url": f"{base}/webhook"},
+            headers=api_headers(),
             timeout=30,
         )
         print(f"  HTTP {answer.status_code} {answer.text}")
@@ -79,7 +89,9 @@ def run(base: str) -> int:
         print(f"\n== Progress of {request_id}")
         status = follow(base, request_id)
 
-    detailed = requests.get(f"{base}/status/{request_id}?details=1", timeout=10).json()
+    detailed = requests.get(
+        f"{base}/status/{request_id}?details=1", headers=api_headers(), timeout=10
+    ).json()
     print("\n== Status (GET /status/{id})")
     print(json.dumps(status, indent=2))
     print("\n== Images (GET /status/{id}?details=1)")
