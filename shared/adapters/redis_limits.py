@@ -95,7 +95,7 @@ class RedisFetchLimiter:
             self._sleep(_POLL)
 
     def in_use(self, host: str | None = None) -> int:
-        """Slots held now (expired ones not yet dropped included), for tests and `make status`."""
+        """Slots held now (expired ones not yet dropped included)."""
         return int(self._client.zcard(FETCH_ALL if host is None else FETCH_HOST + host))
 
 
