@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from jpeg_requantize import requantize
 from PIL import ExifTags, Image, JpegImagePlugin
 
 import shared.adapters.jpeg_requantizer as requantizer_module
@@ -274,3 +275,18 @@ def test_too_many_pixels_are_refused_before_the_coefficients_are_read(
 
     assert caught.value.code is ErrorCode.TOO_MANY_PIXELS
     assert general.received == []
+
+
+def test_an_output_larger_than_its_first_buffer_comes_out_whole() -> None:
+    # The C module starts with a quarter of the source's size and grows from there; finer
+    # tables than the source's force it to grow several times.
+    source = encode(photo(300, 200), "JPEG", quality=100)
+
+    output = requantize(
+        source, ijg_table(STANDARD_LUMINANCE, 99), ijg_table(STANDARD_CHROMINANCE, 99)
+    )
+
+    assert len(output) > len(source) // 4 + 16_384
+    picture = Image.open(io.BytesIO(output))
+    picture.load()
+    assert picture.size == (300, 200)
