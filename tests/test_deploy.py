@@ -165,6 +165,13 @@ def test_only_the_task_and_trigger_identities_may_invoke_internal_functions(
     assert (status, "roles/datastore.viewer") in roles  # status only reads
 
 
+def test_rate_limit_windows_expire_by_a_ttl_policy(fake_path: dict[str, str]) -> None:
+    printed = commands(deploy("--dry-run", env={**ENV, **fake_path}).stdout)
+    (ttl,) = [c for c in printed if c[:4] == ["gcloud", "firestore", "fields", "ttls"]]
+    assert ttl[5] == "expires_at" and "--collection-group=rate_limits" in ttl
+    assert "--enable-ttl" in ttl
+
+
 def test_secrets_are_stored_but_never_printed(fake_path: dict[str, str]) -> None:
     secret = "whsec_c2VjcmV0LXZhbHVlLW5vdC10by1wcmludA=="
     result = deploy("--dry-run", env={**ENV, **fake_path, "WEBHOOK_SECRET": secret})
