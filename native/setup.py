@@ -1,4 +1,4 @@
-"""The C part of jpeg_requantize, linked against the system's libjpeg-turbo (libjpeg62-turbo-dev)."""
+"""The C part of jpeg_requantize, linked against the system libjpeg-turbo (libjpeg62-turbo-dev)."""
 
 from setuptools import Extension, setup
 

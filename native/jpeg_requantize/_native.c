@@ -56,6 +56,7 @@ typedef struct {
     unsigned int chrominance[TABLE_ENTRIES];
     const unsigned char *icc_profile;
     size_t icc_profile_size;
+    int optimize_huffman;
     /* Out */
     unsigned char *output;
     size_t output_size;
@@ -345,6 +346,9 @@ static int transcode(job *work) {
             target.comp_info[ci].quant_tbl_no = 1;
         }
     }
+    /* Optimal Huffman tables cost a second pass over the coefficients; off by default, like
+     * the general path's encoder, so that both write the same kind of file. */
+    target.optimize_coding = work->optimize_huffman ? TRUE : FALSE;
     jpeg_write_coefficients(&target, coefficients);
     if (work->icc_profile != NULL) {
         jpeg_write_icc_profile(&target, work->icc_profile, (unsigned int)work->icc_profile_size);
@@ -395,11 +399,13 @@ static int read_table(PyObject *sequence, unsigned int *table, const char *name)
 
 static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    static char *keywords[] = {"data", "luminance", "chrominance", "icc_profile", NULL};
+    static char *keywords[] = {"data",        "luminance",        "chrominance",
+                               "icc_profile", "optimize_huffman", NULL};
     Py_buffer data, icc = {0};
     PyObject *luminance, *chrominance, *icc_object = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O", keywords, &data, &luminance,
-                                     &chrominance, &icc_object)) {
+    int optimize_huffman = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$p", keywords, &data, &luminance,
+                                     &chrominance, &icc_object, &optimize_huffman)) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -421,6 +427,7 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     }
     work->source = data.buf;
     work->source_size = (size_t)data.len;
+    work->optimize_huffman = optimize_huffman;
 
     int outcome;
     /* The buffers stay pinned by their Py_buffer views; other threads may run meanwhile. */
@@ -446,7 +453,8 @@ out:
 
 static PyMethodDef methods[] = {
     {"requantize", (PyCFunction)(void (*)(void))requantize, METH_VARARGS | METH_KEYWORDS,
-     "requantize(data, luminance, chrominance, icc_profile=None) -> bytes\n\n"
+     "requantize(data, luminance, chrominance, icc_profile=None, *, optimize_huffman=False)"
+     " -> bytes\n\n"
      "Rewrite the JPEG `data` with the given quantization tables (64 entries each, natural "
      "order), rescaling its DCT coefficients without decoding pixels. Raises Unsuitable for "
      "what it does not handle (CMYK, 12-bit, arithmetic coding, unusual sampling) and for any "

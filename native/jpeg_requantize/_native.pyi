@@ -9,4 +9,6 @@ def requantize(
     luminance: Sequence[int],
     chrominance: Sequence[int],
     icc_profile: bytes | None = None,
+    *,
+    optimize_huffman: bool = False,
 ) -> bytes: ...

@@ -1,6 +1,8 @@
 """The image codec: bytes of a fetched image in, the same picture at half its quality out.
 
-Everything that touches pixels is here, over Pillow. The policy decisions (SPEC "Images") are:
+Everything that decodes pixels is here, over Pillow. Plain JPEGs usually take a faster road
+that never decodes them (`jpeg_requantizer.py`), which hands everything else back to this
+codec; both follow the same policy (SPEC "Images"):
 
 - The bytes decide the format. Only JPEG (and MPO, which is how Pillow names camera JPEGs that
   carry a second image), PNG, GIF, WebP, BMP, TIFF and, where this Pillow has it, AVIF are

@@ -479,6 +479,22 @@ def test_heic_with_transparency_becomes_webp_with_alpha() -> None:
     assert reopen(result).getpixel((2, 2))[3] < 16
 
 
+def test_heic_orientation_is_applied_once() -> None:
+    # libheif turns the picture as the file says and resets the EXIF orientation to 1; a
+    # second turn by our own EXIF handling would show it sideways.
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 8, 8))  # marks the stored top-left corner
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+
+    result = codec.compress(heic(stored, exif=exif.tobytes()))
+
+    assert (result.width, result.height) == (20, 40)
+    output = reopen(result)
+    assert close_to(mean_colour(output, (14, 1, 19, 6)), (255, 0, 0), 40)
+    assert close_to(mean_colour(output, (1, 1, 6, 6)), (0, 0, 255), 40)
+
+
 def test_a_heic_without_a_picture_is_corrupt() -> None:
     data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(32)
 

@@ -290,3 +290,16 @@ def test_an_output_larger_than_its_first_buffer_comes_out_whole() -> None:
     picture = Image.open(io.BytesIO(output))
     picture.load()
     assert picture.size == (300, 200)
+
+
+def test_optimal_huffman_tables_only_make_the_file_smaller() -> None:
+    source = encode(photo(200, 150), "JPEG", quality=90)
+    tables = ijg_table(STANDARD_LUMINANCE, 45), ijg_table(STANDARD_CHROMINANCE, 45)
+
+    standard = requantize(source, *tables)
+    optimised = requantize(source, *tables, optimize_huffman=True)
+
+    assert len(optimised) < len(standard)
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(optimised))), np.asarray(Image.open(io.BytesIO(standard)))
+    )
