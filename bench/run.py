@@ -107,7 +107,11 @@ CODEC_NOTES = """\
 How to read it. Every path writes the same quality (half the source's, the IJG tables of that
 quality) and standard Huffman tables. Throughput is per core: pyvips runs with one worker
 thread, and nothing here runs two images at once. Peak memory is what compressing one 24 MP
-JPEG added to a fresh process's high-water mark, the median of three processes.
+JPEG added to a fresh process's high-water mark, the median of three processes. The paths
+take turns on each photo, so each one meets memory the others left behind and pays for fresh
+pages, as in a worker that handles images of every kind; one path run alone, back to back, is
+faster (the DCT path gets its 72 MB back from the allocator without a page fault and does the
+24 MP photo in about 50 ms instead of 70).
 
 Why the service ships the DCT re-quantization. It does not decode pixels: entropy decoding,
 one multiply per coefficient (while each row is still in the cache) and entropy encoding. It is
