@@ -207,7 +207,15 @@ class FirestoreRequests:
                 )
             return True
 
-        result: bool = settle_once(self._db.transaction())
+        try:
+            result: bool = settle_once(self._db.transaction())
+        except ValueError:
+            # Every attempt collided with another finaliser's transaction. If one of them
+            # settled the request, losing the race is the expected outcome, not an error.
+            record = self.get(request_id)
+            if record is not None and record.status is not RequestStatus.IN_PROGRESS:
+                return False
+            raise
         return result
 
 
@@ -435,7 +443,11 @@ class FirestoreDeliveries:
             tx.update(ref, {"claimed_until": now + timedelta(seconds=lease_seconds)})
             return delivery
 
-        result: WebhookDelivery | None = claim_once(self._db.transaction())
+        try:
+            result: WebhookDelivery | None = claim_once(self._db.transaction())
+        except ValueError:
+            # Every attempt collided with other claimants: one of them holds the claim.
+            return None
         return result
 
     def record_attempt(
