@@ -113,6 +113,11 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Processes start in other working directories (a function in its staged folder):
+        # every path handed to them must not depend on ours.
+        self.run_dir = Path(self.run_dir).resolve()
+
     @property
     def base_url(self) -> str:
         """Where clients send requests: the gateway (local) or the Hosting stand-in (cloud)."""
