@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from shared.config import Settings
-from shared.domain.errors import ErrorCode, ImageFailure
+from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import (
     CompressedImage,
     DeliveryAttempt,
@@ -27,6 +27,8 @@ from shared.domain.model import (
     WebhookDelivery,
 )
 from shared.ports import Attempt, BlobMissing, FetchedImage, RateDecision, WebhookResponse
+from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.process_image import materialize_slice, process_image
 from shared.usecases.services import Services
 
 
@@ -453,3 +455,18 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
         fetch_limiter,
         upload_rate,
     )
+
+
+def run_queue(w: FakeWorld) -> None:
+    """Play the worker: run everything queued until nothing is left (retries included)."""
+    while w.queue.slices or w.queue.images or w.queue.settled:
+        while w.queue.slices:
+            materialize_slice(w.services, w.queue.slices.pop(0))
+        while w.queue.images:
+            request_id, image_id = w.queue.images.pop(0)
+            try:
+                process_image(w.services, request_id, image_id)
+            except RetryLater:
+                w.queue.images.append((request_id, image_id))
+        while w.queue.settled:
+            on_image_settled(w.services, *w.queue.settled.pop(0))

@@ -24,13 +24,10 @@ from shared import api
 from shared.adapters.safe_http import HttpWebhookTransport
 from shared.config import FetchPolicy, Settings, parse_api_keys, parse_networks
 from shared.domain.access import new_api_key
-from shared.domain.errors import RetryLater
 from shared.domain.model import DeliveryState
 from shared.usecases.deliver_webhook import deliver_webhook
-from shared.usecases.finalize_request import on_image_settled
-from shared.usecases.process_image import materialize_slice, process_image
 from shared.usecases.services import SystemClock
-from tests.fakes import FakeWorld, fake_world
+from tests.fakes import fake_world, run_queue
 
 pytestmark = pytest.mark.integration
 
@@ -78,20 +75,6 @@ class Exploding:
         return self.inner.fetch(url)  # type: ignore[attr-defined]
 
 
-def run_everything(w: FakeWorld) -> None:
-    while w.queue.slices or w.queue.images or w.queue.settled:
-        while w.queue.slices:
-            materialize_slice(w.services, w.queue.slices.pop(0))
-        while w.queue.images:
-            request_id, image_id = w.queue.images.pop(0)
-            try:
-                process_image(w.services, request_id, image_id)
-            except RetryLater:
-                w.queue.images.append((request_id, image_id))
-        while w.queue.settled:
-            on_image_settled(w.services, *w.queue.settled.pop(0))
-
-
 def forms_of_secrets() -> list[str]:
     forms = [KEY.key, KEY.key.removeprefix("isk_")]
     for secret in (SECRET, OLD_SECRET):
@@ -129,7 +112,7 @@ def test_no_secret_reaches_a_log_a_payload_or_the_store(
         owner="acme",
     )
     request_id = accepted.body["request_id"]
-    run_everything(w)
+    run_queue(w)
     assert deliver_webhook(w.services, request_id) is DeliveryState.PENDING  # the 500
     assert deliver_webhook(w.services, request_id) is DeliveryState.DELIVERED
     status = api.status(w.services, request_id, {"details": "1"}, owner="acme")

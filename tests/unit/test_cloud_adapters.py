@@ -24,7 +24,8 @@ from shared.domain.model import ImageJob, ImageSlice, ImageState, RequestStatus
 from shared.domain.task_payloads import slice_to_payload
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.process_image import materialize_slice, process_image
-from tests.unit.test_use_cases import CSV, run_queue, world
+from tests.fakes import run_queue
+from tests.unit.test_use_cases import CSV, world
 
 NAME = "projects/p/databases/(default)/documents/requests/REQ/images/0000001-02"
 

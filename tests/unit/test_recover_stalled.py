@@ -6,7 +6,8 @@ from shared.domain.model import RequestStatus
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.process_image import materialize_slice, process_image
 from shared.usecases.recover_stalled import recover_stalled
-from tests.unit.test_use_cases import CSV, run_queue, world
+from tests.fakes import run_queue
+from tests.unit.test_use_cases import CSV, world
 
 
 def test_a_request_that_is_progressing_is_left_alone() -> None:

@@ -19,7 +19,7 @@ from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.finalize_request import on_image_settled
 from shared.usecases.process_image import materialize_slice, output_path, process_image
 from shared.usecases.report_status import UnknownRequest, report_status
-from tests.fakes import FakeWorld, fake_world
+from tests.fakes import FakeWorld, fake_world, run_queue
 
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ="
 CSV = (
@@ -35,21 +35,6 @@ def world(**overrides: object) -> FakeWorld:
     for name in "abcd":
         w.fetcher.answers[f"https://img.test/{name}.jpg"] = name.encode()
     return w
-
-
-def run_queue(w: FakeWorld) -> None:
-    """Play the worker: run everything queued until nothing is left (retries included)."""
-    while w.queue.slices or w.queue.images or w.queue.settled:
-        while w.queue.slices:
-            materialize_slice(w.services, w.queue.slices.pop(0))
-        while w.queue.images:
-            request_id, image_id = w.queue.images.pop(0)
-            try:
-                process_image(w.services, request_id, image_id)
-            except RetryLater:
-                w.queue.images.append((request_id, image_id))
-        while w.queue.settled:
-            on_image_settled(w.services, *w.queue.settled.pop(0))
 
 
 def output_rows(w: FakeWorld, request_id: str) -> list[list[str]]:
