@@ -46,11 +46,6 @@ def image_id(row: int, position: int) -> str:
     return f"{row:07d}-{position:02d}"
 
 
-def parse_image_id(value: str) -> tuple[int, int]:
-    row, position = value.split("-")
-    return int(row), int(position)
-
-
 @dataclass(frozen=True)
 class ImageJob:
     """One input URL to fetch and compress; the unit of fan-out."""
