@@ -245,12 +245,14 @@ deploy_functions() {
     --service-account="$SA_STATUS" --set-secrets="API_KEYS=$SECRET_API_KEYS:latest" \
     --memory=512MiB --cpu=1 --timeout=30s --concurrency=40 --max-instances=20
 
-  # Internal: only Cloud Tasks (as imgsvc-tasks) may call it. Decoding a 50-megapixel image
-  # takes about 150 MB per copy; two at a time on two vCPUs, the next waits in the queue.
+  # Internal: only Cloud Tasks (as imgsvc-tasks) may call it. Two images at a time on two
+  # vCPUs, the next waits in the queue. Memory per image at the 50-megapixel cap: about
+  # 150 MB for a JPEG, up to about 900 MB for a transparent picture re-encoded to WebP
+  # (libwebp's buffers; measured 213 MB at 12 MP), hence 4 GiB for two.
   run gcloud functions deploy process_image "${common[@]}" --source="$BUILD_DIR/process_image" \
     --entry-point=process_image --trigger-http --no-allow-unauthenticated \
     --ingress-settings="$INTERNAL_INGRESS" --service-account="$SA_WORKER" \
-    --memory=2GiB --cpu=2 --timeout=300s --concurrency=2 --max-instances=100
+    --memory=4GiB --cpu=2 --timeout=300s --concurrency=2 --max-instances=100
 
   # Internal: the Firestore trigger on image documents (Eventarc, as imgsvc-trigger) and
   # webhook attempts from Cloud Tasks. --retry: a failed finalisation is delivered again.

@@ -287,7 +287,10 @@ def _normalise_mode(picture: Image.Image, icc: bytes | None) -> tuple[Image.Imag
             return picture.convert("L" if grey else "RGB"), icc  # 1, P, RGBX, YCbCr, LAB...
         # An alpha channel that is 255 everywhere, or a palette/tRNS transparency that no pixel
         # uses, is not transparency: such pictures become JPEGs like any other.
-        with_alpha = picture.convert("LA" if grey else "RGBA")  # also un-premultiplies La/RGBa
+        target = "LA" if grey else "RGBA"
+        # convert() copies even to the same mode: at 50 megapixels that copy is 200 MB.
+        # (Converting La/RGBa un-premultiplies them.)
+        with_alpha = picture if mode == target else picture.convert(target)
         if not _uses_alpha(with_alpha):
             return with_alpha.convert("L" if grey else "RGB"), icc
         # WebP has no grey-with-alpha; such pictures travel as RGBA.
