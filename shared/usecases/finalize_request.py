@@ -2,8 +2,8 @@
 
 Called for every image that reaches a terminal state (the Firestore trigger in production, a
 Celery task locally), at least once and in any order. The completion check reads only cheap
-queries, and the transition is a transaction on the request document, so however many calls
-race, exactly one writes `completed` and queues the one webhook message.
+queries, and the transition is a conditional write on the request document, so however many
+calls race, exactly one writes `completed` and queues the one webhook message.
 """
 
 from __future__ import annotations
