@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageRecord, ImageSlice, ImageState
+from shared.ports import Attempt
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,6 @@ def process_image(
     except BaseException:
         slot.release()
         raise
-    max_attempts = services.settings.image_max_attempts
     try:
         try:
             fetched = services.fetcher.fetch(record.input_url)
@@ -110,43 +110,57 @@ def process_image(
         )
         state = ImageState.DONE
     except ImageFailure as failure:
-        if failure.transient and attempt.number < max_attempts:
-            services.images.record_retry(
+        if failure.transient:
+            state = _retry_or_fail(
+                services,
+                attempt,
+                request_id,
+                image_id,
+                code=failure.code.value,
+                retry_message=failure.message,
+                final_message=f"{failure.message} (gave up after {attempt.number} attempts)",
+                hint=failure.retry_after,
+            )
+        else:
+            services.images.record_failed(
                 attempt, request_id, image_id, code=failure.code.value, message=failure.message
             )
-            raise RetryLater(
-                failure.message, after_seconds=retry_delay(attempt.number, failure.retry_after)
-            ) from failure
-        message = failure.message
-        if failure.transient:
-            message = f"{message} (gave up after {attempt.number} attempts)"
-        services.images.record_failed(
-            attempt, request_id, image_id, code=failure.code.value, message=message
-        )
-        state = ImageState.FAILED
-    except Exception as exc:
+            state = ImageState.FAILED
+    except Exception:
         # A bug or an outage we did not foresee: retry, and in the end fail this image
         # alone with an id that leads to the logged stack trace.
         error_id = uuid.uuid4().hex[:12]
         log.exception("image %s/%s: unexpected error %s", request_id, image_id, error_id)
-        if attempt.number < max_attempts:
-            services.images.record_retry(
-                attempt,
-                request_id,
-                image_id,
-                code=ErrorCode.INTERNAL.value,
-                message=f"internal error (id {error_id}); retrying",
-            )
-            raise RetryLater(
-                f"unexpected error {error_id}", after_seconds=retry_delay(attempt.number, None)
-            ) from exc
-        services.images.record_failed(
+        state = _retry_or_fail(
+            services,
             attempt,
             request_id,
             image_id,
             code=ErrorCode.INTERNAL.value,
-            message=f"internal error (id {error_id})",
+            retry_message=f"internal error (id {error_id}); retrying",
+            final_message=f"internal error (id {error_id})",
+            hint=None,
         )
-        state = ImageState.FAILED
     services.events.image_settled(request_id, image_id)
     return state
+
+
+def _retry_or_fail(
+    services: Services,
+    attempt: Attempt,
+    request_id: str,
+    image_id: str,
+    *,
+    code: str,
+    retry_message: str,
+    final_message: str,
+    hint: float | None,
+) -> ImageState:
+    """Another attempt while there are attempts left (raises RetryLater), else fail for good."""
+    if attempt.number < services.settings.image_max_attempts:
+        services.images.record_retry(
+            attempt, request_id, image_id, code=code, message=retry_message
+        )
+        raise RetryLater(retry_message, after_seconds=retry_delay(attempt.number, hint))
+    services.images.record_failed(attempt, request_id, image_id, code=code, message=final_message)
+    return ImageState.FAILED
