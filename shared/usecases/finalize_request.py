@@ -81,20 +81,16 @@ def complete_request(services: Services, request: RequestRecord) -> bool:
     csv_url = services.blobs.put_output(
         path, render_output_csv(table, slots), "text/csv; charset=utf-8"
     )
-    progress = Progress(total=request.total_images, done=done, failed=failed)
-    delivery = _delivery(request, RequestStatus.COMPLETED, csv_url)
-    settled = services.requests.settle(
-        request_id,
-        completed=True,
+    settled = _settle(
+        services,
+        request,
+        RequestStatus.COMPLETED,
         csv_url=csv_url,
         output_path=path,
-        progress=progress,
-        delivery=delivery,
+        progress=Progress(total=request.total_images, done=done, failed=failed),
     )
     if settled:
         log.info("completed %s: %d done, %d failed", request_id, done, failed)
-        if delivery is not None:
-            services.queue.deliver_webhook(request_id)
     return settled
 
 
@@ -103,21 +99,45 @@ def fail_request(services: Services, request_id: str, code: str, message: str) -
     request = services.requests.get(request_id)
     if request is None:
         return False
-    delivery = _delivery(request, RequestStatus.FAILED, None)
-    settled = services.requests.settle(
-        request_id,
-        completed=False,
-        csv_url=None,
-        output_path=None,
+    settled = _settle(
+        services,
+        request,
+        RequestStatus.FAILED,
         progress=services.images.progress(request_id, request.total_images),
-        delivery=delivery,
         error_code=code,
         error_message=message,
     )
     if settled:
         log.error("request %s failed: %s", request_id, message)
-        if delivery is not None:
-            services.queue.deliver_webhook(request_id)
+    return settled
+
+
+def _settle(
+    services: Services,
+    request: RequestRecord,
+    status: RequestStatus,
+    *,
+    progress: Progress,
+    csv_url: str | None = None,
+    output_path: str | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Make the one transition out of `in progress`; only the caller that made it queues the
+    webhook message, so however many race, one message goes out."""
+    delivery = _delivery(request, status, csv_url)
+    settled = services.requests.settle(
+        request.request_id,
+        completed=status is RequestStatus.COMPLETED,
+        csv_url=csv_url,
+        output_path=output_path,
+        progress=progress,
+        delivery=delivery,
+        error_code=error_code,
+        error_message=error_message,
+    )
+    if settled and delivery is not None:
+        services.queue.deliver_webhook(request.request_id)
     return settled
 
 
