@@ -295,7 +295,7 @@ class FirestoreImages:
             attempt,
             request_id,
             image_id,
-            {"attempts": attempt.number, "error_code": code, "error_message": message},
+            {"error_code": code, "error_message": message},
         )
 
     def _record(
