@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from google.events.cloud.firestore import Document, DocumentEventData, Value
+
 from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import (
@@ -470,3 +472,17 @@ def run_queue(w: FakeWorld) -> None:
                 w.queue.images.append((request_id, image_id))
         while w.queue.settled:
             on_image_settled(w.services, *w.queue.settled.pop(0))
+
+
+def image_write_event(name: str, old: str | None, new: str | None) -> bytes:
+    """The DocumentEventData Eventarc would carry for an image whose state went old -> new
+    (None: no document on that side)."""
+
+    def document(state: str | None) -> Document:
+        if state is None:
+            return Document()
+        return Document(name=name, fields={"state": Value(string_value=state)})
+
+    return DocumentEventData.serialize(
+        DocumentEventData(value=document(new), old_value=document(old))
+    )

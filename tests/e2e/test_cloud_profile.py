@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from google.events.cloud.firestore import Document, DocumentEventData, Value
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
@@ -18,6 +17,7 @@ from shared.adapters.firestore_events import WRITTEN_EVENT_TYPE
 from shared.config import Settings
 from shared.domain.model import image_id
 from tests.e2e.helpers import details, read_csv, upload, wait_for, wait_until_finished, webhooks_for
+from tests.fakes import image_write_event
 
 pytestmark = pytest.mark.e2e
 
@@ -73,15 +73,7 @@ def firestore_event(cloud: Stack, request_id: str, image: str, old: str | None, 
         f"projects/{cloud.env['GOOGLE_CLOUD_PROJECT']}/databases/(default)/documents/"
         f"requests/{request_id}/images/{image}"
     )
-
-    def document(state: str | None) -> Document:
-        if state is None:
-            return Document()
-        return Document(name=name, fields={"state": Value(string_value=state)})
-
-    return DocumentEventData.serialize(
-        DocumentEventData(value=document(new), old_value=document(old))
-    )
+    return image_write_event(name, old, new)
 
 
 def post_event(cloud: Stack, body: bytes) -> int:

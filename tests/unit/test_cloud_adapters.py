@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
-from google.events.cloud.firestore import Document, DocumentEventData, Value
 
 from shared import api
 from shared.adapters.cloud_tasks_queue import WEBHOOK_EVENT_TYPE, CloudTasksQueue
@@ -24,21 +23,14 @@ from shared.domain.model import ImageJob, ImageSlice, ImageState, RequestStatus
 from shared.domain.task_payloads import slice_to_payload
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.process_image import materialize_slice, process_image
-from tests.fakes import run_queue
+from tests.fakes import image_write_event, run_queue
 from tests.unit.test_use_cases import CSV, world
 
 NAME = "projects/p/databases/(default)/documents/requests/REQ/images/0000001-02"
 
 
 def event(old: str | None, new: str | None, name: str = NAME) -> bytes:
-    def document(state: str | None) -> Document:
-        if state is None:
-            return Document()
-        return Document(name=name, fields={"state": Value(string_value=state)})
-
-    return DocumentEventData.serialize(
-        DocumentEventData(value=document(new), old_value=document(old))
-    )
+    return image_write_event(name, old, new)
 
 
 # ---- Firestore trigger events -----------------------------------------------------------
