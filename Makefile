@@ -32,7 +32,7 @@ $(TASKS_STAMP): requirements-tasks-emulator.txt
 	$(TASKS_VENV)/bin/python -m pip install --quiet -r requirements-tasks-emulator.txt
 	@touch $(TASKS_STAMP)
 
-# The DCT-domain JPEG codec, a C extension over libjpeg-turbo (shared/adapters/jpeg_requantizer.py).
+# The DCT-domain JPEG codec, a C extension over libjpeg-turbo (shared/adapters/codec/jpeg_requantizer.py).
 $(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/setup.py $(wildcard native/jpeg_requantize/*)
 	$(PY) -m pip install --quiet ./native
 	@touch $@

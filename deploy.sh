@@ -79,7 +79,7 @@ firestore_database() {
     run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" \
       --type=firestore-native --project "$PROJECT_ID"
   fi
-  # Upload rate-limit windows delete themselves once over (shared/adapters/firestore_rate_limit.py).
+  # Upload rate-limit windows delete themselves once over (shared/adapters/gcp/firestore_rate_limit.py).
   run gcloud firestore fields ttls update expires_at --collection-group=rate_limits \
     --enable-ttl --project "$PROJECT_ID" --quiet
 }

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from local_profile import sample_images
-from shared.adapters.pillow_codec import PillowCodec
+from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 from shared.domain.quality import (

@@ -35,7 +35,7 @@ from google.events.cloud.firestore import (
     Value,
 )
 
-from shared.adapters.firestore_events import WRITTEN_EVENT_TYPE
+from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
 
 log = logging.getLogger("eventarc")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery.signals import after_setup_logger, worker_process_init, worker_ready
 
-from shared.adapters.celery_queue import (
+from shared.adapters.local.celery_queue import (
     QUEUE_IMAGES,
     TASK_MATERIALIZE,
     TASK_PROCESS,

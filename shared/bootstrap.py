@@ -12,11 +12,15 @@ import logging
 import os
 from typing import Any
 
-from shared.adapters.address_guard import AddressGuard, no_lookups
-from shared.adapters.firestore_store import FirestoreDeliveries, FirestoreImages, FirestoreRequests
-from shared.adapters.gcs_blobs import GcsBlobStore
-from shared.adapters.pillow_codec import PillowCodec
-from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
+from shared.adapters.codec.pillow_codec import PillowCodec
+from shared.adapters.egress.address_guard import AddressGuard, no_lookups
+from shared.adapters.egress.safe_http import HttpImageFetcher, HttpWebhookTransport
+from shared.adapters.gcp.firestore_store import (
+    FirestoreDeliveries,
+    FirestoreImages,
+    FirestoreRequests,
+)
+from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 from shared.config import ConfigError, Limits, Settings
 from shared.ports import FetchLimiter, ImageCodec, ImageEvents, RateLimiter, TaskQueue
 from shared.usecases.services import Services, SystemClock
@@ -49,7 +53,7 @@ def build_codec(limits: Limits) -> ImageCodec:
     rest (and for everything where it is not): the choice and its figures are in BENCHMARKS.md."""
     general = PillowCodec(limits)
     try:
-        from shared.adapters.jpeg_requantizer import JpegRequantizer
+        from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
     except ImportError:
         log.warning("jpeg_requantize is not built (make install): every image goes through Pillow")
         return general
@@ -58,13 +62,14 @@ def build_codec(limits: Limits) -> ImageCodec:
 
 def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
     if settings.task_backend == "cloudtasks":
-        from shared.adapters.cloud_tasks_queue import CloudTasksQueue, FirestoreTriggerEvents
+        from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
+        from shared.adapters.gcp.firestore_events import FirestoreTriggerEvents
 
         return CloudTasksQueue(settings), FirestoreTriggerEvents()
     if settings.task_backend == "celery":
         import redis
 
-        from shared.adapters.celery_queue import CeleryTaskQueue, make_celery
+        from shared.adapters.local.celery_queue import CeleryTaskQueue, make_celery
 
         queue = CeleryTaskQueue(
             make_celery(settings.redis_url), redis.Redis.from_url(settings.redis_url)
@@ -88,7 +93,7 @@ def build_limits(settings: Settings, db: Any) -> tuple[FetchLimiter, RateLimiter
     if settings.task_backend == "celery":
         import redis
 
-        from shared.adapters.redis_limits import RedisFetchLimiter, RedisRateLimiter
+        from shared.adapters.local.redis_limits import RedisFetchLimiter, RedisRateLimiter
 
         client = redis.Redis.from_url(settings.redis_url)
         limiter = RedisFetchLimiter(
@@ -98,8 +103,8 @@ def build_limits(settings: Settings, db: Any) -> tuple[FetchLimiter, RateLimiter
             lease_seconds=fetch.total_timeout + SLOT_LEASE_MARGIN,
         )
         return limiter, RedisRateLimiter(client, "upload")
-    from shared.adapters.firestore_rate_limit import FirestoreRateLimiter
-    from shared.adapters.process_limits import ProcessFetchLimiter
+    from shared.adapters.egress.process_limits import ProcessFetchLimiter
+    from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
 
     return (
         ProcessFetchLimiter(fetch.max_concurrent, fetch.max_per_host),

@@ -6,8 +6,8 @@ import json
 import logging
 from typing import Any
 
-from shared.adapters.cloud_tasks_queue import WEBHOOK_EVENT_TYPE
-from shared.adapters.firestore_events import WRITTEN_EVENT_TYPE, image_write
+from shared.adapters.gcp.cloud_tasks_queue import WEBHOOK_EVENT_TYPE
+from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE, image_write
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.finalize_request import on_image_settled
 from shared.usecases.services import Services

@@ -12,8 +12,8 @@ import requests
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
 from local_profile.stack import Stack
-from shared.adapters.cloud_tasks_queue import CloudTasksQueue
-from shared.adapters.firestore_events import WRITTEN_EVENT_TYPE
+from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
+from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
 from shared.config import Settings
 from shared.domain.model import image_id
 from tests.e2e.helpers import details, read_csv, upload, wait_for, wait_until_finished, webhooks_for

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from local_profile.stack import Stack
-from shared.adapters.celery_queue import (
+from shared.adapters.local.celery_queue import (
     DELAYED_KEY,
     QUEUE_CONTROL,
     QUEUE_IMAGES,

@@ -9,7 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from shared.adapters.firestore_store import FirestoreDeliveries, FirestoreImages, FirestoreRequests
+from shared.adapters.gcp.firestore_store import (
+    FirestoreDeliveries,
+    FirestoreImages,
+    FirestoreRequests,
+)
 from shared.config import Settings
 from shared.domain.model import (
     CompressedImage,

@@ -13,7 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.oauth2 import service_account
 
-from shared.adapters.gcs_blobs import GcsBlobStore
+from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 from shared.config import Settings
 from shared.ports import BlobMissing
 

@@ -21,7 +21,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from shared import api
-from shared.adapters.safe_http import HttpWebhookTransport
+from shared.adapters.egress.safe_http import HttpWebhookTransport
 from shared.config import FetchPolicy, Settings, parse_api_keys, parse_networks
 from shared.domain.access import new_api_key
 from shared.domain.model import DeliveryState

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.address_guard import AddressGuard
-from shared.adapters.safe_http import HttpImageFetcher, HttpWebhookTransport
+from shared.adapters.egress.address_guard import AddressGuard
+from shared.adapters.egress.safe_http import HttpImageFetcher, HttpWebhookTransport
 from shared.config import FetchPolicy, Limits, Settings, parse_networks
 from shared.domain.errors import ErrorCode, ImageFailure
 

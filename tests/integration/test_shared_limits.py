@@ -16,9 +16,9 @@ import redis
 from google.cloud import firestore
 
 from local_profile.stack import Stack
-from shared.adapters.firestore_rate_limit import FirestoreRateLimiter
-from shared.adapters.redis_limits import RedisFetchLimiter, RedisRateLimiter
-from shared.adapters.safe_http import HttpImageFetcher
+from shared.adapters.egress.safe_http import HttpImageFetcher
+from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
+from shared.adapters.local.redis_limits import RedisFetchLimiter, RedisRateLimiter
 from shared.config import FetchPolicy, Limits, Settings, parse_networks
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.adapters.address_guard import AddressGuard, no_lookups, refusal_reason
+from shared.adapters.egress.address_guard import AddressGuard, no_lookups, refusal_reason
 from shared.config import parse_networks
 from shared.domain.errors import ErrorCode, ImageFailure
 

@@ -10,8 +10,8 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from shared import api
-from shared.adapters.cloud_tasks_queue import WEBHOOK_EVENT_TYPE, CloudTasksQueue
-from shared.adapters.firestore_events import (
+from shared.adapters.gcp.cloud_tasks_queue import WEBHOOK_EVENT_TYPE, CloudTasksQueue
+from shared.adapters.gcp.firestore_events import (
     WRITTEN_EVENT_TYPE,
     NotAnImageEvent,
     image_write,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageFile, JpegImagePlugin, features
 
-from shared.adapters.pillow_codec import PillowCodec
+from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure

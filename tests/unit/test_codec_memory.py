@@ -29,7 +29,7 @@ MAX_PEAK_OVER_DECODED_RGB = 1.5
 CHILD = """
 import io, json, resource, sys
 from PIL import Image
-from shared.adapters.pillow_codec import PillowCodec
+from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 

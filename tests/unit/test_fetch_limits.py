@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from shared.adapters.process_limits import ProcessFetchLimiter
+from shared.adapters.egress.process_limits import ProcessFetchLimiter
 from shared.config import ConfigError, FetchPolicy, Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageState

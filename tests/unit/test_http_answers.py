@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from local_profile.gateway import create_app
-from shared.adapters.address_guard import AddressGuard, no_lookups
+from shared.adapters.egress.address_guard import AddressGuard, no_lookups
 from shared.config import Limits, Settings, parse_api_keys
 from shared.domain.access import new_api_key
 from tests.fakes import FakeWorld, fake_world

@@ -10,10 +10,10 @@ import pytest
 from jpeg_requantize import requantize
 from PIL import ExifTags, Image, JpegImagePlugin
 
-import shared.adapters.jpeg_requantizer as requantizer_module
-from shared.adapters.jpeg_header import read_jpeg_header
-from shared.adapters.jpeg_requantizer import JpegRequantizer
-from shared.adapters.pillow_codec import PillowCodec
+import shared.adapters.codec.jpeg_requantizer as requantizer_module
+from shared.adapters.codec.jpeg_header import read_jpeg_header
+from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
+from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.pillow_codec import PillowCodec
+from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 from shared.ports import ImageCodec

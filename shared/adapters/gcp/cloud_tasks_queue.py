@@ -47,13 +47,6 @@ def task_id(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:40]
 
 
-class FirestoreTriggerEvents:
-    """In production the Firestore trigger reports settled images by itself (ImageEvents)."""
-
-    def image_settled(self, request_id: str, image_id: str) -> None:
-        return None
-
-
 class CloudTasksQueue:
     def __init__(self, settings: Settings, client: Any | None = None) -> None:
         if not settings.process_image_url or not settings.finalize_url:

@@ -66,3 +66,11 @@ def image_write(data: bytes) -> ImageWrite:
         old_state=_state(event.old_value),
         new_state=_state(event.value),
     )
+
+
+class FirestoreTriggerEvents:
+    """`shared.ports.ImageEvents` in production: the Firestore trigger reports every write of
+    an image document by itself, so there is nothing to send."""
+
+    def image_settled(self, request_id: str, image_id: str) -> None:
+        return None

@@ -41,7 +41,7 @@ from urllib3.exceptions import (
 from urllib3.response import HTTPResponse
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from shared.adapters.address_guard import AddressGuard, CheckedUrl
+from shared.adapters.egress.address_guard import AddressGuard, CheckedUrl
 from shared.config import FetchPolicy, Limits
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.ports import FetchedImage, WebhookResponse

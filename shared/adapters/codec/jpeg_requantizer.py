@@ -32,8 +32,8 @@ from typing import Final
 
 from jpeg_requantize import Unsuitable, requantize
 
-from shared.adapters.jpeg_header import JpegHeader, JpegHeaderError, read_jpeg_header
-from shared.adapters.pillow_codec import check_dimensions
+from shared.adapters.codec.dimensions import check_dimensions
+from shared.adapters.codec.jpeg_header import JpegHeader, JpegHeaderError, read_jpeg_header
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage

@@ -30,8 +30,9 @@ from typing import Final, cast
 import numpy as np
 from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError, features
 
-from shared.adapters.image_signatures import allowed_signature, unsupported_signature
-from shared.adapters.vp8_header import vp8_frame_quantizers
+from shared.adapters.codec.dimensions import check_dimensions
+from shared.adapters.codec.image_signatures import allowed_signature, unsupported_signature
+from shared.adapters.codec.vp8_header import vp8_frame_quantizers
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage
@@ -71,8 +72,7 @@ ALLOWED_FORMATS: Final[tuple[str, ...]] = (
     *(("HEIF",) if _register_heif() else ()),
 )
 
-# The largest side a baseline JPEG can describe; WebP's is smaller still.
-JPEG_MAX_SIDE: Final = 65_500
+# WebP describes smaller pictures than JPEG (dimensions.JPEG_MAX_SIDE).
 WEBP_MAX_SIDE: Final = 16_383
 
 # What Pillow's JpegImagePlugin.get_sampling answers for 4:4:4 (no chroma subsampling).
@@ -183,20 +183,6 @@ def _open(data: bytes) -> Image.Image:
     if other is not None:
         raise ImageFailure(ErrorCode.UNSUPPORTED_FORMAT, f"{other} is not a supported format")
     raise ImageFailure(ErrorCode.NOT_AN_IMAGE, "the data is not an image")
-
-
-def check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
-        raise ImageFailure(
-            ErrorCode.TOO_MANY_PIXELS,
-            f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,}",
-        )
-    if max(width, height) > JPEG_MAX_SIDE:
-        raise ImageFailure(
-            ErrorCode.TOO_MANY_PIXELS,
-            f"{width}x{height} has a side longer than the {JPEG_MAX_SIDE:,} pixels JPEG allows",
-        )
 
 
 # --------------------------------------------------------------------------- source quality
