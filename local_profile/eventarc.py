@@ -36,6 +36,7 @@ from google.events.cloud.firestore import (
 )
 
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
+from shared.domain.times import iso
 
 log = logging.getLogger("eventarc")
 
@@ -128,7 +129,7 @@ class Relay:
             "ce-source": f"//firestore.googleapis.com/projects/{self.project}/databases/(default)",
             "ce-subject": f"documents/{subject}",
             "ce-id": uuid.uuid4().hex,
-            "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "ce-time": iso(datetime.now(UTC)),
             "ce-dataschema": "https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/firestore/v1/data.proto",
         }
         body = DocumentEventData.serialize(event)

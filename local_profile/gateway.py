@@ -18,9 +18,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared import http_flask
 from shared.bootstrap import build_services
 from shared.config import Settings
+from shared.domain.times import iso
+from shared.entrypoints import flask_http
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class WebhookInbox:
     def receive(self, body: bytes, headers: dict[str, str]) -> bool:
         verified, problem = self._verify(body, headers)
         entry = {
-            "received_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "received_at": iso(datetime.now(UTC)),
             "webhook_id": headers.get("webhook-id"),
             "webhook_timestamp": headers.get("webhook-timestamp"),
             "webhook_signature": headers.get("webhook-signature"),
@@ -83,16 +84,16 @@ def mount_webhook_receiver(app: Flask, inbox: WebhookInbox) -> None:
 
 def create_app(services: Services) -> Flask:
     app = Flask(__name__)
-    http_flask.json_errors(app)
+    flask_http.json_errors(app)
     mount_webhook_receiver(app, WebhookInbox(services.settings.webhook_secrets))
 
     @app.post("/upload")
     def upload() -> Response:
-        return http_flask.upload(services, request)
+        return flask_http.upload(services, request)
 
     @app.get("/status/<request_id>")
     def status(request_id: str) -> Response:
-        return http_flask.status(services, request, request_id)
+        return flask_http.status(services, request, request_id)
 
     @app.get("/healthz")
     def health() -> Response:

@@ -17,8 +17,8 @@ import requests
 from flask import Flask, Response, jsonify, request
 
 from local_profile.gateway import WebhookInbox, mount_webhook_receiver
-from shared import api, http_flask
 from shared.config import Settings
+from shared.entrypoints import flask_http, http_api
 
 ROOT = Path(__file__).resolve().parents[1]
 # Headers that belong to one hop, not to the message (RFC 9110 §7.6.1), plus the ones the
@@ -58,7 +58,7 @@ def rewrites(firebase_json: Path) -> list[tuple[re.Pattern[str], str]]:
 def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
     app = Flask(__name__)
     # Hosting's own answers look like the API's: JSON errors, nosniff.
-    http_flask.json_errors(app)
+    flask_http.json_errors(app)
     routes = rewrites(firebase_json)
     session = requests.Session()
     mount_webhook_receiver(app, WebhookInbox(Settings.from_env().webhook_secrets))
@@ -71,7 +71,7 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
     def forward(path: str) -> Response:
         target = next((fn for regex, fn in routes if regex.match(f"/{path}")), None)
         if target is None:
-            return http_flask.to_flask(api.error(404, "not_found", "no such route"))
+            return flask_http.to_flask(http_api.error(404, "not_found", "no such route"))
         upstream = session.request(
             request.method,
             function_urls[target].rstrip("/") + request.full_path.rstrip("?"),

@@ -1,7 +1,9 @@
 """Celery tasks: the local stand-ins for Cloud Tasks targets and the Firestore trigger.
 
-Each task decodes its arguments, calls one use case, and turns RetryLater into a delayed
-re-queue. Start with: celery -A local_profile.worker worker -B -Q control,images
+Every queued message arrives as the one task `imgsvc.run`, which decodes it and hands it to
+the task handler (`shared.entrypoints.tasks`) that Cloud Tasks' targets use too, and turns
+RetryLater into a delayed re-queue. Start with:
+celery -A local_profile.worker worker -B -Q control,images
 """
 
 from __future__ import annotations
@@ -14,23 +16,17 @@ from typing import Any
 from celery.signals import after_setup_logger, worker_process_init, worker_ready
 
 from shared.adapters.local.celery_queue import (
-    QUEUE_IMAGES,
-    TASK_MATERIALIZE,
-    TASK_PROCESS,
     TASK_RECOVER,
     TASK_RELEASE,
-    TASK_SETTLED,
-    TASK_WEBHOOK,
+    TASK_RUN,
     CeleryTaskQueue,
     make_celery,
 )
 from shared.bootstrap import build_services
 from shared.config import Settings, parse_duration
 from shared.domain.errors import RetryLater
-from shared.domain.task_payloads import slice_from_payload
-from shared.usecases.deliver_webhook import deliver_webhook
-from shared.usecases.finalize_request import on_image_settled
-from shared.usecases.process_image import materialize_slice, process_image
+from shared.domain.messages import MalformedMessage, from_payload
+from shared.entrypoints.tasks import handle
 from shared.usecases.recover_stalled import recover_stalled
 from shared.usecases.services import Services
 
@@ -51,6 +47,8 @@ app = make_celery(
 # the use cases themselves are idempotent, so running one again is always safe.
 RETRY = {
     "autoretry_for": (Exception,),
+    # A message no kind reads is a bug; retrying it would only repeat the error.
+    "dont_autoretry_for": (MalformedMessage,),
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
@@ -96,36 +94,22 @@ def _announce_ready(**_: Any) -> None:
         Path(ready_file).write_text(str(os.getpid()))
 
 
-@app.task(name=TASK_MATERIALIZE, **RETRY)
-def materialize_slice_task(payload: dict[str, Any]) -> None:
-    materialize_slice(services(), slice_from_payload(payload))
-
-
-@app.task(name=TASK_PROCESS, bind=True, **RETRY)
-def process_image_task(self: Any, request_id: str, image_id: str) -> None:
+@app.task(name=TASK_RUN, bind=True, **RETRY)
+def run_task(self: Any, payload: dict[str, Any]) -> None:
+    message = from_payload(payload)
     # Redis hands a task out again when its worker died holding it; kombu marks it so.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        process_image(services(), request_id, image_id, redelivered=redelivered)
+        handle(services(), message, redelivered=redelivered)
     except RetryLater as later:
         log.info(
-            "image %s/%s: retry in %.0fs (%s)",
-            request_id,
-            image_id,
+            "%s %s: retry in %.0fs (%s)",
+            message.KIND,
+            message.dedup_key() or "",
             later.after_seconds,
             later.reason,
         )
-        _queue().later(TASK_PROCESS, [request_id, image_id], QUEUE_IMAGES, later.after_seconds)
-
-
-@app.task(name=TASK_SETTLED, **RETRY)
-def image_settled_task(request_id: str, image_id: str) -> None:
-    on_image_settled(services(), request_id, image_id)
-
-
-@app.task(name=TASK_WEBHOOK, **RETRY)
-def deliver_webhook_task(request_id: str) -> None:
-    deliver_webhook(services(), request_id)
+        services().queue.send([message], delay_seconds=later.after_seconds)
 
 
 @app.task(name=TASK_RELEASE)

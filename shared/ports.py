@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from shared.domain.messages import Message
 from shared.domain.model import (
     CompressedImage,
     DeliveryAttempt,
     DeliveryState,
     ImageJob,
     ImageRecord,
-    ImageSlice,
     Progress,
     RequestRecord,
     WebhookDelivery,
@@ -173,13 +173,15 @@ class ImageCodec(Protocol):
 
 
 class TaskQueue(Protocol):
-    """Work to be done later, at least once: Celery locally, Cloud Tasks in production."""
+    """Work to be done later, at least once: Celery locally, Cloud Tasks in production.
 
-    def materialize(self, slices: Sequence[ImageSlice]) -> None: ...
+    Messages are hints (`shared.domain.messages`): the adapter routes each by its lane and
+    may drop a second copy by its dedup key, but never needs to know what a kind means."""
 
-    def process(self, request_id: str, image_ids: Sequence[str]) -> None: ...
-
-    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None: ...
+    def send(self, messages: Sequence[Message], *, delay_seconds: float = 0.0) -> None:
+        """Queue every message, due after `delay_seconds`. Raises when they could not all be
+        queued; sending the same messages again is then safe."""
+        ...
 
 
 class ImageEvents(Protocol):

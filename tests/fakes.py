@@ -10,11 +10,19 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import assert_never
 
 from google.events.cloud.firestore import Document, DocumentEventData, Value
 
 from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
+from shared.domain.messages import (
+    DeliverWebhook,
+    ImageSettled,
+    MaterializeSlice,
+    Message,
+    ProcessImage,
+)
 from shared.domain.model import (
     CompressedImage,
     DeliveryAttempt,
@@ -29,8 +37,9 @@ from shared.domain.model import (
     WebhookDelivery,
 )
 from shared.ports import Attempt, BlobMissing, FetchedImage, RateDecision, WebhookResponse
+from shared.usecases.fan_out import materialize_slice
 from shared.usecases.finalize_request import on_image_settled
-from shared.usecases.process_image import materialize_slice, process_image
+from shared.usecases.process_image import process_image
 from shared.usecases.services import Services
 
 
@@ -319,7 +328,7 @@ class FakeCodec:
 
 
 class FakeQueue:
-    """Records what was queued; tests drain it to play the worker."""
+    """Records what was queued, sorted by kind; tests drain it to play the worker."""
 
     def __init__(self) -> None:
         self.slices: list[ImageSlice] = []
@@ -327,17 +336,22 @@ class FakeQueue:
         self.webhooks: list[tuple[str, float]] = []
         self.settled: list[tuple[str, str]] = []
 
-    def materialize(self, slices: Sequence[ImageSlice]) -> None:
-        self.slices.extend(slices)
-
-    def process(self, request_id: str, image_ids: Sequence[str]) -> None:
-        self.images.extend((request_id, i) for i in image_ids)
-
-    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None:
-        self.webhooks.append((request_id, delay_seconds))
+    def send(self, messages: Sequence[Message], *, delay_seconds: float = 0.0) -> None:
+        for message in messages:
+            match message:
+                case MaterializeSlice(image_slice):
+                    self.slices.append(image_slice)
+                case ProcessImage(request_id, image_id):
+                    self.images.append((request_id, image_id))
+                case ImageSettled(request_id, image_id):
+                    self.settled.append((request_id, image_id))
+                case DeliverWebhook(request_id):
+                    self.webhooks.append((request_id, delay_seconds))
+                case _:
+                    assert_never(message)
 
     def image_settled(self, request_id: str, image_id: str) -> None:
-        self.settled.append((request_id, image_id))
+        self.send([ImageSettled(request_id, image_id)])
 
 
 class FakeWebhookTransport:

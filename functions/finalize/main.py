@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared.bootstrap import instance_services
-from shared.cloud_events import handle_event
+from shared.entrypoints.cloud_events import handle_event
 
 
 @functions_framework.cloud_event

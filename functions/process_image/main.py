@@ -7,10 +7,10 @@ outcome is recorded); 503 asks it to retry with the queue's backoff.
 import functions_framework
 from flask import Request, Response
 
-from shared import http_flask
 from shared.bootstrap import instance_services
+from shared.entrypoints import flask_http
 
 
 @functions_framework.http
 def process_image(request: Request) -> Response:
-    return http_flask.task(instance_services(), request)
+    return flask_http.task(instance_services(), request)

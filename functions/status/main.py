@@ -3,12 +3,12 @@
 import functions_framework
 from flask import Request, Response
 
-from shared import http_flask
 from shared.bootstrap import instance_services
+from shared.entrypoints import flask_http
 
 
 @functions_framework.http
 def status(request: Request) -> Response:
     # Hosting forwards the whole path (/status/<id>); called directly, the id may come alone.
     request_id = request.path.rstrip("/").rsplit("/", 1)[-1]
-    return http_flask.status(instance_services(), request, request_id)
+    return flask_http.status(instance_services(), request, request_id)

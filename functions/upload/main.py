@@ -3,10 +3,10 @@
 import functions_framework
 from flask import Request, Response
 
-from shared import http_flask
 from shared.bootstrap import instance_services
+from shared.entrypoints import flask_http
 
 
 @functions_framework.http
 def upload(request: Request) -> Response:
-    return http_flask.upload(instance_services(), request)
+    return flask_http.upload(instance_services(), request)

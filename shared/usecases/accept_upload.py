@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from shared.domain.csv_table import ProductTable, parse_product_csv
+from shared.domain.blob_layout import upload_path
+from shared.domain.csv_table import parse_product_csv
 from shared.domain.errors import ImageFailure
-from shared.domain.model import (
-    ImageJob,
-    ImageSlice,
-    RequestRecord,
-    RequestStatus,
-    image_id,
-    new_request_id,
-)
+from shared.domain.model import RequestRecord, RequestStatus, new_request_id
+from shared.usecases.fan_out import queue_slices
 from shared.usecases.finalize_request import fail_request
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
-
-# One slice = one Firestore commit (at most 500 writes) and one task.
-SLICE_JOBS = 500
-# ... and a task body well below Cloud Tasks' 1 MB limit whatever the URL lengths.
-SLICE_BYTES = 256 * 1024
-# Rough JSON overhead of one job besides its URL and serial.
-JOB_OVERHEAD = 40
 
 
 class UploadRejected(Exception):
@@ -49,35 +36,6 @@ class Accepted:
     total_images: int
 
 
-def input_path(request_id: str) -> str:
-    return f"uploads/{request_id}/input.csv"
-
-
-def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
-    jobs: list[ImageJob] = []
-    size = 0
-    index = 0
-    for row in table.rows:
-        for position, url in enumerate(row.urls):
-            job_size = len(url) + len(row.serial) + JOB_OVERHEAD
-            if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
-                yield ImageSlice(request_id, index, tuple(jobs))
-                jobs, size, index = [], 0, index + 1
-            jobs.append(
-                ImageJob(
-                    request_id=request_id,
-                    image_id=image_id(row.index, position),
-                    row=row.index,
-                    position=position,
-                    serial=row.serial,
-                    url=url,
-                )
-            )
-            size += job_size
-    if jobs:
-        yield ImageSlice(request_id, index, tuple(jobs))
-
-
 def accept_upload(
     services: Services,
     csv_bytes: bytes,
@@ -98,7 +56,7 @@ def accept_upload(
 
     request_id = new_request_id()
     now = services.clock.now()
-    path = input_path(request_id)
+    path = upload_path(request_id)
     services.blobs.put_upload(path, csv_bytes, "text/csv")
     services.requests.create(
         RequestRecord(
@@ -114,7 +72,7 @@ def accept_upload(
         )
     )
     try:
-        services.queue.materialize(list(plan_slices(request_id, table)))
+        queue_slices(services, request_id, table)
     except Exception as exc:
         # Nothing will ever process this request: say so instead of leaving it "in progress".
         log.exception("fan-out of %s failed", request_id)

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from shared.domain import webhook
+from shared.domain.messages import DeliverWebhook
 from shared.domain.model import DeliveryAttempt, DeliveryState
 from shared.usecases.services import Services
 
@@ -55,5 +56,5 @@ def deliver_webhook(services: Services, request_id: str) -> DeliveryState | None
         "delivered" if response.ok else f"failed ({response.status_code or response.error})",
     )
     if delay is not None:
-        services.queue.deliver_webhook(request_id, delay_seconds=delay)
+        services.queue.send([DeliverWebhook(request_id)], delay_seconds=delay)
     return state

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from shared.config import Limits
 from shared.domain import webhook
+from shared.domain.blob_layout import output_csv_path
 from shared.domain.csv_output import render_output_csv
-from shared.domain.csv_table import CsvInvalid, parse_product_csv
+from shared.domain.messages import DeliverWebhook
 from shared.domain.model import (
     DeliveryState,
     ImageState,
@@ -22,20 +22,10 @@ from shared.domain.model import (
     RequestStatus,
     WebhookDelivery,
 )
-from shared.ports import BlobMissing
 from shared.usecases.services import Services
+from shared.usecases.uploaded_csv import InputLost, read_uploaded_table
 
 log = logging.getLogger(__name__)
-
-# The CSV was validated when it was accepted; reading it back must not fail because limits
-# were lowered since.
-NO_LIMITS = Limits(
-    max_upload_bytes=2**62, max_rows=2**62, max_urls_per_row=2**62, max_url_length=2**62
-)
-
-
-def output_csv_path(request_id: str) -> str:
-    return f"outputs/{request_id}/output.csv"
 
 
 def on_image_settled(services: Services, request_id: str, image_id: str) -> bool:
@@ -60,15 +50,9 @@ def on_image_settled(services: Services, request_id: str, image_id: str) -> bool
 def complete_request(services: Services, request: RequestRecord) -> bool:
     request_id = request.request_id
     try:
-        table = parse_product_csv(services.blobs.get_upload(request.input_path), NO_LIMITS)
-    except BlobMissing:
-        return fail_request(services, request_id, "input_missing", "the uploaded CSV is gone")
-    except CsvInvalid:
-        # Only if the CSV rules changed between acceptance and now; the images are done, but
-        # there is no table to put their URLs in.
-        return fail_request(
-            services, request_id, "input_unreadable", "the uploaded CSV no longer parses"
-        )
+        table = read_uploaded_table(services, request)
+    except InputLost as lost:
+        return fail_request(services, request_id, lost.code, lost.message)
     slots: list[list[str | None]] = [[None] * len(row.urls) for row in table.rows]
     done = failed = 0
     for image in services.images.iterate(request_id):
@@ -137,7 +121,7 @@ def _settle(
         error_message=error_message,
     )
     if settled and delivery is not None:
-        services.queue.deliver_webhook(request.request_id)
+        services.queue.send([DeliverWebhook(request.request_id)])
     return settled
 
 
@@ -160,4 +144,4 @@ def _redispatch_webhook(services: Services, request_id: str) -> None:
     # and queueing the webhook. Queueing again is harmless: delivery claims each attempt.
     delivery = services.deliveries.get(request_id)
     if delivery is not None and delivery.state is DeliveryState.PENDING and not delivery.attempts:
-        services.queue.deliver_webhook(request_id)
+        services.queue.send([DeliverWebhook(request_id)])

@@ -1,6 +1,6 @@
-"""Materialise a slice of images, and process one image: fetch, compress, store, record.
+"""Process one image: fetch, compress, store, record.
 
-Both run at least once, perhaps twice at the same time; both are idempotent. A duplicated image
+It runs at least once, perhaps twice at the same time, and is idempotent. A duplicated image
 task finds its image already settled and only repeats the settled event, so a finalisation that
 was lost with a crashed worker still happens.
 """
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import uuid
 from urllib.parse import urlsplit
 
+from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.model import ImageRecord, ImageSlice, ImageState
+from shared.domain.model import ImageState
 from shared.ports import Attempt
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Backoff between attempts at one image when its host is having trouble (seconds).
 RETRY_BASE = 2.0
 RETRY_CAP = 300.0
@@ -28,21 +27,6 @@ RETRY_CAP = 300.0
 # stays there (plus jitter, so that the tasks turned away together do not return together).
 SLOT_WAIT = 2.0
 BUSY_RETRY = 5.0
-
-
-def materialize_slice(services: Services, image_slice: ImageSlice) -> None:
-    records = services.images.create_missing(image_slice.jobs)
-    pending = [r.image_id for r in records if r.state is ImageState.PENDING]
-    if pending:
-        services.queue.process(image_slice.request_id, pending)
-
-
-def output_path(record: ImageRecord, extension: str) -> str:
-    """`outputs/<request>/<serial>-<n>.<ext>`; serials with characters unsafe in a URL path
-    are slugged and suffixed with their row so that two slugs can never collide."""
-    slug = _UNSAFE.sub("_", record.serial)[:64]
-    name = slug if slug == record.serial else f"{slug}~r{record.row + 1}"
-    return f"outputs/{record.request_id}/{name}-{record.position + 1}.{extension}"
 
 
 def retry_delay(attempt: int, hint: float | None) -> float:
@@ -97,7 +81,7 @@ def process_image(
         finally:
             slot.release()
         compressed = services.codec.compress(fetched.data)
-        path = output_path(record, compressed.extension)
+        path = output_image_path(record, compressed.extension)
         url = services.blobs.put_output(path, compressed.data, compressed.content_type)
         services.images.record_done(
             attempt,

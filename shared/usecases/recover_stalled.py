@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from shared.domain.csv_table import CsvInvalid, parse_product_csv
-from shared.ports import BlobMissing
-from shared.usecases.accept_upload import plan_slices
-from shared.usecases.finalize_request import NO_LIMITS, fail_request, on_image_settled
+from shared.domain.messages import ProcessImage
+from shared.usecases.fan_out import queue_slices
+from shared.usecases.finalize_request import fail_request, on_image_settled
 from shared.usecases.services import Services
+from shared.usecases.uploaded_csv import InputLost, read_uploaded_table
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,15 @@ def recover_stalled(services: Services, *, stalled_after: float) -> list[str]:
         pending = services.images.pending_ids(request_id, PENDING_BATCH)
         if pending:
             log.warning("request %s stalled: queueing %d images again", request_id, len(pending))
-            services.queue.process(request_id, pending)
+            services.queue.send([ProcessImage(request_id, i) for i in pending])
         elif services.images.count(request_id) < request.total_images:
             log.warning("request %s stalled: materialising its images again", request_id)
             try:
-                table = parse_product_csv(services.blobs.get_upload(request.input_path), NO_LIMITS)
-            except (BlobMissing, CsvInvalid):
-                fail_request(services, request_id, "input_missing", "the uploaded CSV is gone")
+                table = read_uploaded_table(services, request)
+            except InputLost as lost:
+                fail_request(services, request_id, lost.code, lost.message)
                 continue
-            services.queue.materialize(list(plan_slices(request_id, table)))
+            queue_slices(services, request_id, table)
         else:
             log.warning("request %s stalled with every image settled: finalising", request_id)
             on_image_settled(services, request_id, "recovery")

@@ -15,6 +15,7 @@ from local_profile.stack import Stack
 from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
 from shared.config import Settings
+from shared.domain.messages import ProcessImage
 from shared.domain.model import image_id
 from tests.e2e.helpers import details, read_csv, upload, wait_for, wait_until_finished, webhooks_for
 from tests.fakes import image_write_event
@@ -55,8 +56,8 @@ def test_duplicated_cloud_tasks_neither_double_count_nor_double_notify(
         # Every image task twice more, while the first copies are still on their way.
         queue = queue_of(cloud)
         ids = [image_id(row, 0) for row in range(3)]
-        queue.process(request_id, ids)
-        queue.process(request_id, ids)
+        queue.send([ProcessImage(request_id, i) for i in ids])
+        queue.send([ProcessImage(request_id, i) for i in ids])
         status = wait_until_finished(base, request_id)
         time.sleep(2)  # let the duplicates run out
     assert status["progress"] == {"total": 3, "done": 3, "failed": 0, "pending": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -13,11 +14,11 @@ from shared.adapters.local.celery_queue import (
     DELAYED_KEY,
     QUEUE_CONTROL,
     QUEUE_IMAGES,
-    TASK_PROCESS,
-    TASK_WEBHOOK,
+    TASK_RUN,
     CeleryTaskQueue,
     make_celery,
 )
+from shared.domain.messages import DeliverWebhook, MaterializeSlice, ProcessImage
 from shared.domain.model import ImageJob, ImageSlice
 
 pytestmark = pytest.mark.integration
@@ -38,12 +39,10 @@ def queued(client: redis.Redis, name: str) -> list[dict[str, object]]:
 
 def test_images_go_to_the_images_queue_one_message_each(queue) -> None:  # type: ignore[no-untyped-def]
     tasks, client = queue
-    tasks.process("r1", ["0000000-00", "0000000-01"])
+    tasks.send([ProcessImage("r1", "0000000-00"), ProcessImage("r1", "0000000-01")])
     messages = queued(client, QUEUE_IMAGES)
-    assert [m["headers"]["task"] for m in messages] == [TASK_PROCESS, TASK_PROCESS]
-    assert sorted(
-        json.loads(__import__("base64").b64decode(m["body"]))[0][1] for m in messages
-    ) == [
+    assert [m["headers"]["task"] for m in messages] == [TASK_RUN, TASK_RUN]
+    assert sorted(json.loads(base64.b64decode(m["body"]))[0][0]["image_id"] for m in messages) == [
         "0000000-00",
         "0000000-01",
     ]
@@ -52,13 +51,13 @@ def test_images_go_to_the_images_queue_one_message_each(queue) -> None:  # type:
 def test_slices_go_to_the_control_queue(queue) -> None:  # type: ignore[no-untyped-def]
     tasks, client = queue
     job = ImageJob("r1", "0000000-00", 0, 0, "1", "http://127.0.0.1/a.jpg")
-    tasks.materialize([ImageSlice("r1", 0, (job,)), ImageSlice("r1", 1, (job,))])
+    tasks.send([MaterializeSlice(ImageSlice("r1", i, (job,))) for i in (0, 1)])
     assert client.llen(QUEUE_CONTROL) == 2
 
 
 def test_a_delayed_task_waits_until_due_then_is_released_once(queue) -> None:  # type: ignore[no-untyped-def]
     tasks, client = queue
-    tasks.deliver_webhook("r1", delay_seconds=0.5)
+    tasks.send([DeliverWebhook("r1")], delay_seconds=0.5)
     assert client.llen(QUEUE_CONTROL) == 0
     assert tasks.release_due() == 0  # not due yet
     assert client.zcard(DELAYED_KEY) == 1
@@ -66,12 +65,16 @@ def test_a_delayed_task_waits_until_due_then_is_released_once(queue) -> None:  #
     assert tasks.release_due() == 1
     assert tasks.release_due() == 0
     (message,) = queued(client, QUEUE_CONTROL)
-    assert message["headers"]["task"] == TASK_WEBHOOK
+    assert message["headers"]["task"] == TASK_RUN
+    assert json.loads(base64.b64decode(message["body"]))[0][0] == {
+        "kind": "deliver_webhook",
+        "request_id": "r1",
+    }
     assert client.zcard(DELAYED_KEY) == 0
 
 
 def test_an_immediate_webhook_is_queued_at_once(queue) -> None:  # type: ignore[no-untyped-def]
     tasks, client = queue
-    tasks.deliver_webhook("r1")
+    tasks.send([DeliverWebhook("r1")])
     assert client.llen(QUEUE_CONTROL) == 1
     assert client.zcard(DELAYED_KEY) == 0

@@ -20,11 +20,11 @@ from typing import ClassVar
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared import api
 from shared.adapters.egress.safe_http import HttpWebhookTransport
 from shared.config import FetchPolicy, Settings, parse_api_keys, parse_networks
 from shared.domain.access import new_api_key
 from shared.domain.model import DeliveryState
+from shared.entrypoints import http_api as api
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.services import SystemClock
 from tests.fakes import fake_world, run_queue

@@ -8,7 +8,6 @@ import hashlib
 import pytest
 
 from local_profile import apikeys
-from shared import api
 from shared.config import ConfigError, Settings, parse_api_keys, parse_rate
 from shared.domain.access import (
     KEY_PREFIX,
@@ -18,6 +17,7 @@ from shared.domain.access import (
     key_digest,
     new_api_key,
 )
+from shared.entrypoints import http_api as api
 from tests.fakes import FakeWorld, fake_world
 
 ALICE = new_api_key("alice")
@@ -165,7 +165,7 @@ def test_open_access_needs_no_keys_and_the_emulator() -> None:
     assert ApiKeyring((), open_access=True).identify(None) is None
 
 
-# --- admission at the HTTP layer (shared.api.admit) -------------------------------------------
+# --- admission at the HTTP layer (shared.entrypoints.http_api.admit) ----------------------------
 
 
 def test_no_key_is_401_with_a_bearer_challenge() -> None:

@@ -12,8 +12,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import api
 from shared.config import Limits, Settings
+from shared.entrypoints import http_api as api
 from tests.fakes import fake_world
 
 HEADER = "Serial Number,Product Name,Input Image Urls\n"

@@ -9,20 +9,21 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 
-from shared import api
-from shared.adapters.gcp.cloud_tasks_queue import WEBHOOK_EVENT_TYPE, CloudTasksQueue
+from shared.adapters.gcp.cloud_tasks_queue import TASK_EVENT_TYPE, CloudTasksQueue
 from shared.adapters.gcp.firestore_events import (
     WRITTEN_EVENT_TYPE,
     NotAnImageEvent,
     image_write,
 )
-from shared.cloud_events import handle_event
 from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure
+from shared.domain.messages import DeliverWebhook, MaterializeSlice, ProcessImage, to_payload
 from shared.domain.model import ImageJob, ImageSlice, ImageState, RequestStatus
-from shared.domain.task_payloads import slice_to_payload
+from shared.entrypoints import tasks
+from shared.entrypoints.cloud_events import handle_event
 from shared.usecases.accept_upload import accept_upload
-from shared.usecases.process_image import materialize_slice, process_image
+from shared.usecases.fan_out import materialize_slice
+from shared.usecases.process_image import process_image
 from tests.fakes import image_write_event, run_queue
 from tests.unit.test_use_cases import CSV, world
 
@@ -94,8 +95,8 @@ SETTINGS = Settings(
 def test_image_tasks_have_deterministic_names_and_an_oidc_token() -> None:
     client = FakeTasksClient()
     queue = CloudTasksQueue(SETTINGS, client)
-    queue.process("R", ["0000000-00", "0000000-01"])
-    queue.process("R", ["0000000-00"])
+    queue.send([ProcessImage("R", "0000000-00"), ProcessImage("R", "0000000-01")])
+    queue.send([ProcessImage("R", "0000000-00")])
     names = [task["name"] for _, task in client.created]
     assert names[0] == names[2] and names[0] != names[1]
     assert all(
@@ -119,9 +120,9 @@ def test_image_tasks_have_deterministic_names_and_an_oidc_token() -> None:
 def test_a_task_that_already_exists_is_not_an_error() -> None:
     client = FakeTasksClient()
     queue = CloudTasksQueue(SETTINGS, client)
-    queue.process("R", ["0000000-00"])
+    queue.send([ProcessImage("R", "0000000-00")])
     client.refuse.add(client.created[0][1]["name"])
-    queue.process("R", ["0000000-00", "0000000-01"])  # no exception
+    queue.send([ProcessImage("R", "0000000-00"), ProcessImage("R", "0000000-01")])  # no exception
     assert len(client.created) == 2
 
 
@@ -131,14 +132,14 @@ def test_other_errors_reach_the_caller() -> None:
             raise gexc.ServiceUnavailable("down")
 
     with pytest.raises(gexc.ServiceUnavailable):
-        CloudTasksQueue(SETTINGS, Broken()).process("R", ["0000000-00"])
+        CloudTasksQueue(SETTINGS, Broken()).send([ProcessImage("R", "0000000-00")])
 
 
 def test_slices_go_to_the_fan_out_queue() -> None:
     client = FakeTasksClient()
     job = ImageJob("R", "0000000-00", 0, 0, "1", "https://img.example/a.jpg")
-    CloudTasksQueue(SETTINGS, client).materialize(
-        [ImageSlice("R", 0, (job,)), ImageSlice("R", 1, (job,))]
+    CloudTasksQueue(SETTINGS, client).send(
+        [MaterializeSlice(ImageSlice("R", 0, (job,))), MaterializeSlice(ImageSlice("R", 1, (job,)))]
     )
     assert {parent.rsplit("/", 1)[1] for parent, _ in client.created} == {"fan-out"}
     assert len({task["name"] for _, task in client.created}) == 2
@@ -147,20 +148,20 @@ def test_slices_go_to_the_fan_out_queue() -> None:
 def test_a_webhook_retry_is_a_cloudevent_to_finalize_at_its_schedule_time() -> None:
     client = FakeTasksClient()
     before = datetime.now(UTC)
-    CloudTasksQueue(SETTINGS, client).deliver_webhook("R", delay_seconds=300)
+    CloudTasksQueue(SETTINGS, client).send([DeliverWebhook("R")], delay_seconds=300)
     parent, task = client.created[0]
     assert parent.endswith("/queues/webhooks")
     http = task["http_request"]
     assert http["url"] == "https://finalize.example/"
-    assert http["headers"]["ce-type"] == WEBHOOK_EVENT_TYPE
-    assert json.loads(http["body"]) == {"request_id": "R"}
+    assert http["headers"]["ce-type"] == TASK_EVENT_TYPE
+    assert json.loads(http["body"]) == {"kind": "deliver_webhook", "request_id": "R"}
     delay = (task["schedule_time"] - before).total_seconds()
     assert 299 <= delay <= 302
 
 
 def test_an_immediate_webhook_has_no_schedule_time() -> None:
     client = FakeTasksClient()
-    CloudTasksQueue(SETTINGS, client).deliver_webhook("R")
+    CloudTasksQueue(SETTINGS, client).send([DeliverWebhook("R")])
     assert "schedule_time" not in client.created[0][1]
 
 
@@ -171,7 +172,7 @@ def test_an_image_task_answers_200_with_the_outcome() -> None:
     w = world()
     request_id = accept_upload(w.services, CSV).request_id
     materialize_slice(w.services, w.queue.slices.pop(0))
-    answer = api.run_task(
+    answer = tasks.run_task(
         w.services, {"kind": "process", "request_id": request_id, "image_id": "0000000-00"},
         redelivered=False,
     )  # fmt: skip
@@ -184,7 +185,7 @@ def test_a_permanent_failure_is_a_finished_task() -> None:
     request_id = accept_upload(w.services, CSV).request_id
     materialize_slice(w.services, w.queue.slices.pop(0))
     payload = {"kind": "process", "request_id": request_id, "image_id": "0000000-00"}
-    answer = api.run_task(w.services, payload, redelivered=False)
+    answer = tasks.run_task(w.services, payload, redelivered=False)
     assert (answer.status, answer.body) == (200, {"state": "failed"})
 
 
@@ -196,7 +197,7 @@ def test_a_transient_failure_answers_503_so_cloud_tasks_retries() -> None:
     request_id = accept_upload(w.services, CSV).request_id
     materialize_slice(w.services, w.queue.slices.pop(0))
     payload = {"kind": "process", "request_id": request_id, "image_id": "0000000-00"}
-    answer = api.run_task(w.services, payload, redelivered=False)
+    answer = tasks.run_task(w.services, payload, redelivered=False)
     assert answer.status == 503 and answer.headers["Retry-After"] == "7"
     record = w.images.get(request_id, "0000000-00")
     assert record is not None and record.state is ImageState.PENDING and record.attempts == 1
@@ -205,15 +206,15 @@ def test_a_transient_failure_answers_503_so_cloud_tasks_retries() -> None:
 def test_a_slice_task_materialises_its_images() -> None:
     w = world()
     accept_upload(w.services, CSV)
-    payload = {"kind": "materialize", "slice": slice_to_payload(w.queue.slices.pop(0))}
-    answer = api.run_task(w.services, payload, redelivered=False)
+    payload = to_payload(MaterializeSlice(w.queue.slices.pop(0)))
+    answer = tasks.run_task(w.services, payload, redelivered=False)
     assert (answer.status, answer.body) == (200, {"materialized": 4})
     assert len(w.queue.images) == 4
 
 
 @pytest.mark.parametrize("payload", [None, [], {"kind": "explode"}, {"kind": "process"}])
 def test_a_malformed_task_is_a_400(payload: object) -> None:
-    answer = api.run_task(world().services, payload, redelivered=False)
+    answer = tasks.run_task(world().services, payload, redelivered=False)
     assert answer.status == 400 and answer.body["error"]["code"] == "malformed_task"
 
 
@@ -239,6 +240,7 @@ def test_a_webhook_event_makes_one_delivery_attempt() -> None:
     w = world()
     request_id = accept_upload(w.services, CSV, webhook_url="https://hooks.test/x").request_id
     run_queue(w)
-    handle_event(w.services, WEBHOOK_EVENT_TYPE, {"request_id": request_id})
-    handle_event(w.services, WEBHOOK_EVENT_TYPE, json.dumps({"request_id": request_id}).encode())
+    payload = to_payload(DeliverWebhook(request_id))
+    handle_event(w.services, TASK_EVENT_TYPE, payload)
+    handle_event(w.services, TASK_EVENT_TYPE, json.dumps(payload).encode())
     assert len(w.webhooks.sent) == 1

@@ -14,7 +14,8 @@ from shared.config import ConfigError, FetchPolicy, Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageState
 from shared.usecases.accept_upload import accept_upload
-from shared.usecases.process_image import SLOT_WAIT, fetch_host, materialize_slice, process_image
+from shared.usecases.fan_out import materialize_slice
+from shared.usecases.process_image import SLOT_WAIT, fetch_host, process_image
 from tests.fakes import FakeWorld, fake_world
 
 CSV = b"Serial Number,Product Name,Input Image Urls\n1,Lamp,https://img.test/a.jpg\n"

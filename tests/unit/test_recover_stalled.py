@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from shared.domain.model import RequestStatus
 from shared.usecases.accept_upload import accept_upload
-from shared.usecases.process_image import materialize_slice, process_image
+from shared.usecases.fan_out import materialize_slice
+from shared.usecases.process_image import process_image
 from shared.usecases.recover_stalled import recover_stalled
 from tests.fakes import run_queue
 from tests.unit.test_use_cases import CSV, world

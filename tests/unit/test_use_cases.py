@@ -11,13 +11,15 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from shared.config import Settings
+from shared.domain.blob_layout import output_image_path
 from shared.domain.csv_table import CsvInvalid, parse_product_csv
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import DeliveryState, ImageSlice, ImageState, RequestStatus
-from shared.usecases.accept_upload import UploadRejected, accept_upload, plan_slices
+from shared.usecases.accept_upload import UploadRejected, accept_upload
 from shared.usecases.deliver_webhook import deliver_webhook
+from shared.usecases.fan_out import materialize_slice, plan_slices
 from shared.usecases.finalize_request import on_image_settled
-from shared.usecases.process_image import materialize_slice, output_path, process_image
+from shared.usecases.process_image import process_image
 from shared.usecases.report_status import UnknownRequest, report_status
 from tests.fakes import FakeWorld, fake_world, run_queue
 
@@ -201,7 +203,7 @@ def test_output_paths_follow_serial_and_position_and_slug_unsafe_serials() -> No
     materialize_slice(w.services, w.queue.slices.pop(0))
     image = w.images.get(request_id, "0000000-00")
     assert image is not None
-    assert output_path(image, "jpg") == f"outputs/{request_id}/A_1_x~r1-1.jpg"
+    assert output_image_path(image, "jpg") == f"outputs/{request_id}/A_1_x~r1-1.jpg"
 
 
 # ---- finalising ---------------------------------------------------------------------------

@@ -17,13 +17,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.model import ImageSlice
-from shared.domain.task_payloads import slice_to_payload
+from shared.domain.messages import ImageSettled, Lane, Message, to_payload
 
-TASK_MATERIALIZE = "imgsvc.materialize_slice"
-TASK_PROCESS = "imgsvc.process_image"
-TASK_SETTLED = "imgsvc.image_settled"
-TASK_WEBHOOK = "imgsvc.deliver_webhook"
+# Every queued message travels as the one Celery task `imgsvc.run`, its payload the message's
+# JSON (shared.domain.messages): the worker decodes it and hands it to the one task handler.
+TASK_RUN = "imgsvc.run"
 TASK_RELEASE = "imgsvc.release_due"
 TASK_RECOVER = "imgsvc.recover_stalled"
 QUEUE_CONTROL = "control"
@@ -85,44 +83,49 @@ def make_celery(
     return app
 
 
+def celery_queue_of(lane: Lane) -> str:
+    """Images have a queue of their own, so that a backlog of them is visible (`backlog`) and
+    control work (fan-out, finalisation, webhooks) never waits behind thousands of images."""
+    return QUEUE_IMAGES if lane is Lane.IMAGES else QUEUE_CONTROL
+
+
 class CeleryTaskQueue:
+    """`shared.ports.TaskQueue` and `ImageEvents` over Celery."""
+
     def __init__(self, app: Any, redis: Any) -> None:
         self._app = app
         self._redis = redis
 
-    def _send(self, name: str, args: list[Any], queue: str) -> None:
-        self._app.send_task(name, args=args, queue=queue)
-
-    def materialize(self, slices: Sequence[ImageSlice]) -> None:
+    def send(self, messages: Sequence[Message], *, delay_seconds: float = 0.0) -> None:
+        if delay_seconds > 0:
+            self._later(messages, delay_seconds)
+            return
         with self._app.producer_or_acquire() as producer:
-            for image_slice in slices:
+            for message in messages:
                 self._app.send_task(
-                    TASK_MATERIALIZE,
-                    args=[slice_to_payload(image_slice)],
-                    queue=QUEUE_CONTROL,
+                    TASK_RUN,
+                    args=[to_payload(message)],
+                    queue=celery_queue_of(message.LANE),
                     producer=producer,
                 )
 
-    def process(self, request_id: str, image_ids: Sequence[str]) -> None:
-        with self._app.producer_or_acquire() as producer:
-            for image_id in image_ids:
-                self._app.send_task(
-                    TASK_PROCESS, args=[request_id, image_id], queue=QUEUE_IMAGES, producer=producer
-                )
-
-    def deliver_webhook(self, request_id: str, *, delay_seconds: float = 0.0) -> None:
-        self.later(TASK_WEBHOOK, [request_id], QUEUE_CONTROL, delay_seconds)
-
     def image_settled(self, request_id: str, image_id: str) -> None:
         """The local stand-in for the Firestore trigger (shared.ports.ImageEvents)."""
-        self._send(TASK_SETTLED, [request_id, image_id], QUEUE_CONTROL)
+        self.send([ImageSettled(request_id, image_id)])
 
-    def later(self, name: str, args: list[Any], queue: str, delay_seconds: float) -> None:
-        if delay_seconds <= 0:
-            self._send(name, args, queue)
-            return
-        member = json.dumps({"task": name, "args": args, "queue": queue, "nonce": time.time_ns()})
-        self._redis.zadd(DELAYED_KEY, {member: time.time() + delay_seconds})
+    def _later(self, messages: Sequence[Message], delay_seconds: float) -> None:
+        due = time.time() + delay_seconds
+        members = {
+            json.dumps(
+                {
+                    "payload": to_payload(message),
+                    "queue": celery_queue_of(message.LANE),
+                    "nonce": time.time_ns(),
+                }
+            ): due
+            for message in messages
+        }
+        self._redis.zadd(DELAYED_KEY, members)
 
     def backlog(self) -> int:
         """Image tasks waiting in the queue (not counting those workers hold)."""
@@ -136,6 +139,6 @@ class CeleryTaskQueue:
         )
         for member in due:
             item = json.loads(member)
-            self._send(item["task"], item["args"], item["queue"])
+            self._app.send_task(TASK_RUN, args=[item["payload"]], queue=item["queue"])
             self._redis.zrem(DELAYED_KEY, member)
         return len(due)

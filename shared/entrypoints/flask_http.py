@@ -1,4 +1,4 @@
-"""Flask request in, Flask response out, around shared.api.
+"""Flask request in, Flask response out, around `http_api` (client calls) and `tasks` (queued work).
 
 Imported only by HTTP entry points (the local gateway and the Cloud Functions, whose
 functions-framework hands them Flask requests); the use cases never see Flask.
@@ -12,7 +12,7 @@ import re
 from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from shared import api
+from shared.entrypoints import http_api, tasks
 from shared.usecases.services import Services
 
 # Input echoed in an answer (a URL in a CSV problem, say) stays JSON text even if something
@@ -23,7 +23,7 @@ _HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
-def to_flask(answer: api.ApiResponse) -> Response:
+def to_flask(answer: http_api.ApiResponse) -> Response:
     return Response(
         json.dumps(answer.body, ensure_ascii=False).translate(_HTML_SAFE),
         status=answer.status,
@@ -33,8 +33,8 @@ def to_flask(answer: api.ApiResponse) -> Response:
 
 
 def upload(services: Services, request: Request) -> Response:
-    caller = api.admit(services, request.headers.get("Authorization"), uploading=True)
-    if isinstance(caller, api.ApiResponse):
+    caller = http_api.admit(services, request.headers.get("Authorization"), uploading=True)
+    if isinstance(caller, http_api.ApiResponse):
         # Bounded by the upload limit: a stranger is never read further than a customer.
         _discard_body(request, services.settings.limits.max_upload_bytes)
         return to_flask(caller)
@@ -47,7 +47,7 @@ def upload(services: Services, request: Request) -> Response:
         part = request.files.get("file") if is_multipart else None
         webhook_url = request.form.get("webhook_url") if is_multipart else None
         uploaded = (
-            api.UploadedFile(part.read(), part.filename, part.mimetype)
+            http_api.UploadedFile(part.read(), part.filename, part.mimetype)
             if part is not None
             else None
         )
@@ -56,9 +56,9 @@ def upload(services: Services, request: Request) -> Response:
         # functions-framework reads the body again after every request; with the limit still
         # set that read would raise and turn our 413 into a 500.
         request.max_content_length = None
-        return to_flask(api.too_large(limit))
+        return to_flask(http_api.too_large(limit))
     return to_flask(
-        api.upload(
+        http_api.upload(
             services,
             is_multipart=is_multipart,
             file=uploaded,
@@ -88,10 +88,12 @@ def _discard_body(request: Request, cap: int = _DRAIN_CAP) -> None:
 
 
 def status(services: Services, request: Request, request_id: str) -> Response:
-    caller = api.admit(services, request.headers.get("Authorization"), uploading=False)
-    if isinstance(caller, api.ApiResponse):
+    caller = http_api.admit(services, request.headers.get("Authorization"), uploading=False)
+    if isinstance(caller, http_api.ApiResponse):
         return to_flask(caller)
-    return to_flask(api.status(services, request_id, request.args.to_dict(), owner=caller.owner))
+    return to_flask(
+        http_api.status(services, request_id, request.args.to_dict(), owner=caller.owner)
+    )
 
 
 def task(services: Services, request: Request) -> Response:
@@ -100,7 +102,7 @@ def task(services: Services, request: Request) -> Response:
     retries = request.headers.get("X-CloudTasks-TaskRetryCount", "0")
     redelivered = retries.isdigit() and int(retries) > 0
     payload = request.get_json(silent=True)
-    return to_flask(api.run_task(services, payload, redelivered=redelivered))
+    return to_flask(tasks.run_task(services, payload, redelivered=redelivered))
 
 
 def json_errors(app: Flask) -> None:
@@ -113,7 +115,7 @@ def json_errors(app: Flask) -> None:
         status = exc.code or 500
         code = re.sub(r"[^a-z]+", "_", (exc.name or "error").lower()).strip("_")
         # Werkzeug's descriptions are fixed sentences; nothing from the request is echoed.
-        response = to_flask(api.error(status, code, exc.description or exc.name or code))
+        response = to_flask(http_api.error(status, code, exc.description or exc.name or code))
         for name, value in exc.get_headers():
             if name.lower() == "allow":
                 response.headers["Allow"] = value
@@ -121,7 +123,7 @@ def json_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def crash(exc: Exception) -> Response:
-        return to_flask(api.internal_error(f"{app.name} route"))
+        return to_flask(http_api.internal_error(f"{app.name} route"))
 
     @app.after_request
     def nosniff(response: Response) -> Response:

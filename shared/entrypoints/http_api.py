@@ -1,8 +1,10 @@
-"""The HTTP API's answers, independent of the web framework.
+"""The client API's answers (`POST /upload`, `GET /status/{id}`), independent of the web
+framework.
 
 The local gateway (Flask) and the Cloud Functions (functions-framework, also Flask underneath)
-decode a request into plain values, call one function here, and send back the ApiResponse. So
-both profiles answer byte for byte the same, and the JSON shapes live in one place.
+decode a request into plain values (`flask_http`), call one function here, and send back the
+ApiResponse. So both profiles answer byte for byte the same, and the JSON shapes live in one
+place.
 """
 
 from __future__ import annotations
@@ -15,16 +17,13 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.access import AccessDenied, ApiKeyring
 from shared.domain.csv_table import CsvInvalid
-from shared.domain.errors import RetryLater
 from shared.domain.model import DeliveryAttempt, ImageRecord, WebhookDelivery, is_request_id
-from shared.domain.task_payloads import slice_from_payload
+from shared.domain.times import iso
 from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_upload
-from shared.usecases.process_image import materialize_slice, process_image
 from shared.usecases.report_status import (
     DEFAULT_PAGE,
     StatusReport,
@@ -185,43 +184,6 @@ def upload(
     )
 
 
-def run_task(services: Services, payload: object, *, redelivered: bool) -> ApiResponse:
-    """A Cloud Tasks task for the `process_image` function: a slice or an image.
-
-    2xx ends the task (an image that failed for good is a finished task: its failure is
-    recorded); 503 asks Cloud Tasks to try again with the queue's backoff.
-    """
-    try:
-        if not isinstance(payload, dict):
-            raise TypeError("the task body is not a JSON object")
-        kind = payload.get("kind")
-        if kind == "materialize":
-            image_slice = slice_from_payload(payload["slice"])
-            materialize_slice(services, image_slice)
-            return ApiResponse(200, {"materialized": len(image_slice.jobs)})
-        if kind == "process":
-            state = process_image(
-                services,
-                str(payload["request_id"]),
-                str(payload["image_id"]),
-                redelivered=redelivered,
-            )
-            return ApiResponse(200, {"state": state.value})
-        raise ValueError(f"unknown task kind {kind!r}")
-    except RetryLater as later:
-        return ApiResponse(
-            503,
-            {"retry": later.reason},
-            {"Retry-After": str(max(1, round(later.after_seconds)))},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        # A malformed task is a bug: 400 so it shows, and the queue's attempt limit ends it.
-        log.error("malformed task: %s", exc)
-        return error(400, "malformed_task", str(exc))
-    except Exception:
-        return internal_error("task")
-
-
 def status(
     services: Services, request_id: str, query: Mapping[str, str], owner: str | None = None
 ) -> ApiResponse:
@@ -256,11 +218,11 @@ def status_body(report: StatusReport) -> dict[str, Any]:
             "failed": progress.failed,
             "pending": progress.pending,
         },
-        "created_at": _iso(request.created_at),
-        "updated_at": _iso(report.updated_at),
+        "created_at": iso(request.created_at),
+        "updated_at": iso(report.updated_at),
     }
     if request.completed_at:
-        body["completed_at"] = _iso(request.completed_at)
+        body["completed_at"] = iso(request.completed_at)
     if request.csv_url:
         body["csv_url"] = request.csv_url
     if request.error_code:
@@ -295,7 +257,7 @@ def _image_body(image: ImageRecord) -> dict[str, Any]:
         "output_quality": image.output_quality,
         "output_format": image.output_format,
         "output_bytes": image.output_bytes,
-        "updated_at": _iso(image.updated_at) if image.updated_at else None,
+        "updated_at": iso(image.updated_at) if image.updated_at else None,
     }
 
 
@@ -304,7 +266,7 @@ def _webhook_body(delivery: WebhookDelivery) -> dict[str, Any]:
         "message_id": delivery.message_id,
         "url": delivery.url,
         "state": delivery.state.value,
-        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.next_attempt_at else None,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.next_attempt_at else None,
         "attempts": [_attempt_body(a) for a in delivery.attempts],
     }
 
@@ -312,16 +274,12 @@ def _webhook_body(delivery: WebhookDelivery) -> dict[str, Any]:
 def _attempt_body(attempt: DeliveryAttempt) -> dict[str, Any]:
     return {
         "number": attempt.number,
-        "started_at": _iso(attempt.started_at),
-        "finished_at": _iso(attempt.finished_at) if attempt.finished_at else None,
+        "started_at": iso(attempt.started_at),
+        "finished_at": iso(attempt.finished_at) if attempt.finished_at else None,
         "status_code": attempt.status_code,
         "error": attempt.error,
         "succeeded": attempt.succeeded,
     }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _encode_token(image_id: str) -> str:

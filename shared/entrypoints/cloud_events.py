@@ -6,10 +6,10 @@ import json
 import logging
 from typing import Any
 
-from shared.adapters.gcp.cloud_tasks_queue import WEBHOOK_EVENT_TYPE
+from shared.adapters.gcp.cloud_tasks_queue import TASK_EVENT_TYPE
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE, image_write
-from shared.usecases.deliver_webhook import deliver_webhook
-from shared.usecases.finalize_request import on_image_settled
+from shared.domain.messages import ImageSettled, from_payload
+from shared.entrypoints.tasks import handle
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,10 @@ def handle_event(services: Services, event_type: str, data: Any) -> None:
         write = image_write(data)
         # Creation, retry notes and repeated outcomes are not news; only a settling is.
         if write.settles:
-            on_image_settled(services, write.request_id, write.image_id)
+            handle(services, ImageSettled(write.request_id, write.image_id))
         return
-    if event_type == WEBHOOK_EVENT_TYPE:
-        body = json.loads(data) if isinstance(data, bytes | str) else data
-        deliver_webhook(services, str(body["request_id"]))
+    if event_type == TASK_EVENT_TYPE:
+        payload = json.loads(data) if isinstance(data, bytes | str) else data
+        handle(services, from_payload(payload))
         return
     log.warning("finalize ignores events of type %s", event_type)

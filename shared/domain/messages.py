@@ -1,0 +1,172 @@
+"""Queued work: one typed message per kind, the same vocabulary on every queue.
+
+A message is a hint, not a fact. Firestore holds what is true; a message only says "look at
+this now", and may be lost, duplicated, delayed or reordered on the way (Cloud Tasks, Eventarc
+and Celery with late acks all deliver at least once, in no promised order). So every handler
+reads the truth before acting, and whatever a lost message would have done is found again by
+a sweep over Firestore.
+
+Each kind says what it is (`KIND`, the `kind` field of its JSON payload), which lane carries it
+(`LANE`: the queue adapters map lanes to their own queues and targets) and, where two copies
+of it are the same work, a `dedup_key` that lets a queue drop the second copy by name. The
+queue adapters, the task handler and the event handler know no kind by name: adding a kind
+means a class here, its handler in `shared/entrypoints/tasks.py` and its use case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from shared.domain.model import ImageJob, ImageSlice
+
+
+class Lane(StrEnum):
+    """Which queue a message travels on, named for the work it carries.
+
+    Production: `fan-out` and `images` are Cloud Tasks queues targeting `process_image`; the
+    `finalize` lane is the webhooks queue, whose tasks reach `finalize` as CloudEvents. Locally
+    `images` is Celery's images queue and the rest share the control queue.
+    """
+
+    FAN_OUT = "fan-out"
+    IMAGES = "images"
+    FINALIZE = "finalize"
+
+
+class MalformedMessage(ValueError):
+    """A payload that no message kind reads: a bug, never a user's input."""
+
+
+@dataclass(frozen=True)
+class MaterializeSlice:
+    """Create the image documents of one slice (one Firestore commit) and queue their work."""
+
+    KIND: ClassVar[str] = "materialize"
+    LANE: ClassVar[Lane] = Lane.FAN_OUT
+
+    slice: ImageSlice
+
+    def fields(self) -> dict[str, Any]:
+        s = self.slice
+        # Compact rows instead of objects: a slice of 500 jobs stays far below Cloud Tasks'
+        # 1 MB task limit even with long URLs.
+        return {
+            "slice": {
+                "request_id": s.request_id,
+                "index": s.index,
+                "jobs": [[j.image_id, j.row, j.position, j.serial, j.url] for j in s.jobs],
+            }
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> MaterializeSlice:
+        raw = fields["slice"]
+        request_id = str(raw["request_id"])
+        jobs = tuple(
+            ImageJob(
+                request_id=request_id,
+                image_id=str(image_id),
+                row=int(row),
+                position=int(position),
+                serial=str(serial),
+                url=str(url),
+            )
+            for image_id, row, position, serial, url in raw["jobs"]
+        )
+        return cls(ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs))
+
+    def dedup_key(self) -> str | None:
+        return f"{self.slice.request_id}/{self.slice.index}"
+
+
+@dataclass(frozen=True)
+class ProcessImage:
+    """Fetch, compress, store and record one image."""
+
+    KIND: ClassVar[str] = "process"
+    LANE: ClassVar[Lane] = Lane.IMAGES
+
+    request_id: str
+    image_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "image_id": self.image_id}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> ProcessImage:
+        return cls(str(fields["request_id"]), str(fields["image_id"]))
+
+    def dedup_key(self) -> str | None:
+        return f"{self.request_id}/{self.image_id}"
+
+
+@dataclass(frozen=True)
+class ImageSettled:
+    """An image reached done or failed: see whether its request can be finalised.
+
+    Production never queues it: the Firestore trigger reports the write by itself.
+    """
+
+    KIND: ClassVar[str] = "settled"
+    LANE: ClassVar[Lane] = Lane.FINALIZE
+
+    request_id: str
+    image_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "image_id": self.image_id}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> ImageSettled:
+        return cls(str(fields["request_id"]), str(fields["image_id"]))
+
+    def dedup_key(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class DeliverWebhook:
+    """Make the next attempt at a request's webhook message, if one is due."""
+
+    KIND: ClassVar[str] = "deliver_webhook"
+    LANE: ClassVar[Lane] = Lane.FINALIZE
+
+    request_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"request_id": self.request_id}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> DeliverWebhook:
+        return cls(str(fields["request_id"]))
+
+    def dedup_key(self) -> str | None:
+        # Each retry is a new task; the delivery's own claim keeps two from sending at once.
+        return None
+
+
+Message = MaterializeSlice | ProcessImage | ImageSettled | DeliverWebhook
+
+KINDS: dict[str, type[Message]] = {
+    kind.KIND: kind for kind in (MaterializeSlice, ProcessImage, ImageSettled, DeliverWebhook)
+}
+
+
+def to_payload(message: Message) -> dict[str, Any]:
+    """The message as JSON-ready data: `{"kind": ..., **fields}`."""
+    return {"kind": message.KIND, **message.fields()}
+
+
+def from_payload(payload: object) -> Message:
+    """Raises MalformedMessage for anything `to_payload` did not make."""
+    if not isinstance(payload, dict):
+        raise MalformedMessage("the task body is not a JSON object")
+    kind = KINDS.get(str(payload.get("kind")))
+    if kind is None:
+        raise MalformedMessage(f"unknown task kind {payload.get('kind')!r}")
+    try:
+        return kind.from_fields(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessage(f"a {kind.KIND} task without {exc}") from exc

@@ -1,0 +1,60 @@
+"""Fan-out: a request's images cut into slices, and each slice made into image documents.
+
+The upload does not write 100,000 image documents (tens of seconds on the emulator, seconds on
+Firestore): it queues slices of at most 500 jobs, and each slice, run as a task, creates its
+documents in one commit and queues one task per image. Recovery queues the same slices again
+when documents are missing; both steps are idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shared.domain.csv_table import ProductTable
+from shared.domain.messages import MaterializeSlice, ProcessImage
+from shared.domain.model import ImageJob, ImageSlice, ImageState, image_id
+from shared.usecases.services import Services
+
+# One slice = one Firestore commit (at most 500 writes) and one task.
+SLICE_JOBS = 500
+# ... and a task body well below Cloud Tasks' 1 MB limit whatever the URL lengths.
+SLICE_BYTES = 256 * 1024
+# Rough JSON overhead of one job besides its URL and serial.
+JOB_OVERHEAD = 40
+
+
+def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
+    jobs: list[ImageJob] = []
+    size = 0
+    index = 0
+    for row in table.rows:
+        for position, url in enumerate(row.urls):
+            job_size = len(url) + len(row.serial) + JOB_OVERHEAD
+            if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
+                yield ImageSlice(request_id, index, tuple(jobs))
+                jobs, size, index = [], 0, index + 1
+            jobs.append(
+                ImageJob(
+                    request_id=request_id,
+                    image_id=image_id(row.index, position),
+                    row=row.index,
+                    position=position,
+                    serial=row.serial,
+                    url=url,
+                )
+            )
+            size += job_size
+    if jobs:
+        yield ImageSlice(request_id, index, tuple(jobs))
+
+
+def queue_slices(services: Services, request_id: str, table: ProductTable) -> None:
+    """Queue every slice of the request; raises when they could not all be queued."""
+    services.queue.send([MaterializeSlice(s) for s in plan_slices(request_id, table)])
+
+
+def materialize_slice(services: Services, image_slice: ImageSlice) -> None:
+    records = services.images.create_missing(image_slice.jobs)
+    pending = [r.image_id for r in records if r.state is ImageState.PENDING]
+    if pending:
+        services.queue.send([ProcessImage(image_slice.request_id, i) for i in pending])
