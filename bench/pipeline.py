@@ -26,7 +26,7 @@ from waitress.server import create_server
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
-from local_profile.stack import (
+from local_profile.recipes import (
     LOOPBACK_NETWORKS,
     PROJECT,
     Stack,

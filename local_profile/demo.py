@@ -19,7 +19,9 @@ import requests
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
-from local_profile.stack import ROOT, Stack, StackError, down, up
+from local_profile.processes import ROOT, StackError
+from local_profile.recipes import Stack
+from local_profile.stack import down, up
 
 TEMPLATE = ROOT / "samples" / "demo.csv"
 

@@ -36,6 +36,7 @@ from google.events.cloud.firestore import (
 )
 
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
+from shared.config import Settings
 from shared.domain.times import iso
 
 log = logging.getLogger("eventarc")
@@ -149,11 +150,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", required=True, help="URL of the finalize function")
     args = parser.parse_args()
+    settings = Settings.from_env()
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-imgsvc")
+    project = settings.project
     relay = Relay(project, args.target)
     client = firestore.Client(project=project)
     watch = client.collection_group("images").on_snapshot(relay.on_snapshot)

@@ -9,7 +9,6 @@ the API. Every answer, errors of unknown paths included, is JSON with nosniff.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,22 +109,20 @@ def create_app(services: Services) -> Flask:
 def main() -> None:
     from waitress import serve
 
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     services = build_services(settings, ensure_buckets=bool(settings.storage_emulator_host))
     app = create_app(services)
-    host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
-    log.info("gateway on http://%s:%d", host, settings.gateway_port)
+    log.info("gateway on http://%s:%d", settings.gateway_host, settings.gateway_port)
     # Waitress buffers a body before the app sees it; cap it just above our own limit so
     # absurd uploads stop early while ordinary oversize ones get our JSON 413.
     serve(
         app,
-        host=host,
+        host=settings.gateway_host,
         port=settings.gateway_port,
-        threads=int(os.environ.get("GATEWAY_THREADS", "8")),
+        threads=settings.gateway_threads,
         max_request_body_size=settings.limits.max_upload_bytes + 1024 * 1024,
         ident="imgsvc",
     )

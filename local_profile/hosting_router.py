@@ -89,8 +89,8 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
 def main() -> None:
     from waitress import serve
 
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
     settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level)
     urls = json.loads(os.environ["FUNCTION_URLS"])
     app = create_app(urls, ROOT / "firebase.json")
     serve(

@@ -23,7 +23,7 @@ from shared.adapters.local.celery_queue import (
     make_celery,
 )
 from shared.bootstrap import build_services
-from shared.config import Settings, parse_duration
+from shared.config import Settings
 from shared.domain.errors import RetryLater
 from shared.domain.messages import MalformedMessage, from_payload
 from shared.entrypoints.tasks import handle
@@ -33,15 +33,7 @@ from shared.usecases.services import Services
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
-VISIBILITY_TIMEOUT = parse_duration(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "300"))
-# A request with no progress for this long, while no image task is waiting, is taken up again.
-STALL_AFTER = parse_duration(os.environ.get("STALL_AFTER", str(2 * VISIBILITY_TIMEOUT)))
-app = make_celery(
-    settings.redis_url,
-    visibility_timeout=VISIBILITY_TIMEOUT,
-    restore_interval=parse_duration(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
-    recovery_interval=parse_duration(os.environ.get("RECOVERY_INTERVAL", "60")),
-)
+app = make_celery(settings)
 
 # Infrastructure hiccups (the emulator restarting, Redis blinking) are retried by Celery;
 # the use cases themselves are idempotent, so running one again is always safe.
@@ -121,4 +113,4 @@ def release_due_task() -> None:
 def recover_stalled_task() -> None:
     # While image tasks are waiting, a quiet request is queued, not stalled.
     if _queue().backlog() == 0:
-        recover_stalled(services(), stalled_after=STALL_AFTER)
+        recover_stalled(services(), stalled_after=settings.stall_after)

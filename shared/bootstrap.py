@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.codec.pillow_codec import PillowCodec
@@ -28,15 +29,20 @@ from shared.usecases.services import Services, SystemClock
 log = logging.getLogger(__name__)
 
 
-def _google_clients(settings: Settings) -> tuple[Any, Any]:
-    from google.cloud import firestore, storage  # type: ignore[attr-defined]
-
+def _point_clients_at_emulators(settings: Settings) -> None:
     # The client libraries read the emulator hosts from the environment; make sure the
     # settings (which may come from a .env file) are what they see.
     if settings.firestore_emulator_host:
         os.environ["FIRESTORE_EMULATOR_HOST"] = settings.firestore_emulator_host
     if settings.storage_emulator_host:
         os.environ["STORAGE_EMULATOR_HOST"] = settings.storage_emulator_host
+
+
+def build_blob_store(settings: Settings) -> GcsBlobStore:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    _point_clients_at_emulators(settings)
+    if settings.storage_emulator_host:
         from google.auth.credentials import AnonymousCredentials
 
         gcs = storage.Client(
@@ -45,7 +51,21 @@ def _google_clients(settings: Settings) -> tuple[Any, Any]:
         )
     else:
         gcs = storage.Client(project=settings.project)
-    return firestore.Client(project=settings.project), gcs
+    return GcsBlobStore(
+        gcs,
+        uploads_bucket=settings.uploads_bucket,
+        outputs_bucket=settings.outputs_bucket,
+        url_mode=settings.output_url_mode,
+        signed_url_ttl=settings.signed_url_ttl,
+        emulator_host=settings.storage_emulator_host,
+    )
+
+
+def _firestore_client(settings: Settings) -> Any:
+    from google.cloud import firestore
+
+    _point_clients_at_emulators(settings)
+    return firestore.Client(project=settings.project)
 
 
 def build_codec(limits: Limits) -> ImageCodec:
@@ -60,56 +80,63 @@ def build_codec(limits: Limits) -> ImageCodec:
     return JpegRequantizer(limits, general)
 
 
-def build_task_queue(settings: Settings) -> tuple[TaskQueue, ImageEvents]:
-    if settings.task_backend == "cloudtasks":
-        from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
-        from shared.adapters.gcp.firestore_events import FirestoreTriggerEvents
+@dataclass(frozen=True)
+class Backend:
+    """What differs between the profiles besides the Google clients: where work is queued,
+    who reports settled images, and where fetch slots and upload counts are shared."""
 
-        return CloudTasksQueue(settings), FirestoreTriggerEvents()
-    if settings.task_backend == "celery":
-        import redis
-
-        from shared.adapters.local.celery_queue import CeleryTaskQueue, make_celery
-
-        queue = CeleryTaskQueue(
-            make_celery(settings.redis_url), redis.Redis.from_url(settings.redis_url)
-        )
-        return queue, queue
-    raise ConfigError(f"unknown task backend {settings.task_backend!r}")
+    queue: TaskQueue
+    events: ImageEvents
+    fetch_limiter: FetchLimiter
+    upload_rate: RateLimiter
 
 
 # A fetch slot whose holder died frees itself after the longest a fetch can take, plus this.
 SLOT_LEASE_MARGIN = 30.0
 
 
-def build_limits(settings: Settings, db: Any) -> tuple[FetchLimiter, RateLimiter]:
-    """Fetch slots and the upload rate, where every process of the profile can share them.
+def build_backend(settings: Settings, db: Any) -> Backend:
+    """Decided once, by TASK_BACKEND.
 
-    Locally, the Celery worker's processes and the gateway share Redis. Cloud Functions have no
-    shared memory: fetch slots are counted per instance (the Cloud Tasks queue's
-    max-concurrent-dispatches caps the whole), the upload rate in Firestore (SECURITY.md).
+    Locally, the Celery worker's processes and the gateway share one Redis: the broker, the
+    delayed tasks, the fetch slots and the upload counters. Cloud Functions have no shared
+    memory: fetch slots are counted per instance (the Cloud Tasks queue's
+    max-concurrent-dispatches caps the whole), the upload rate in Firestore (SECURITY.md), and
+    the Firestore trigger reports settled images by itself.
     """
     fetch = settings.fetch
+    if settings.task_backend == "cloudtasks":
+        from shared.adapters.egress.process_limits import ProcessFetchLimiter
+        from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
+        from shared.adapters.gcp.firestore_events import FirestoreTriggerEvents
+        from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
+
+        return Backend(
+            queue=CloudTasksQueue(settings),
+            events=FirestoreTriggerEvents(),
+            fetch_limiter=ProcessFetchLimiter(fetch.max_concurrent, fetch.max_per_host),
+            upload_rate=FirestoreRateLimiter(db, "upload"),
+        )
     if settings.task_backend == "celery":
         import redis
 
+        from shared.adapters.local.celery_queue import CeleryTaskQueue, make_celery
         from shared.adapters.local.redis_limits import RedisFetchLimiter, RedisRateLimiter
 
         client = redis.Redis.from_url(settings.redis_url)
-        limiter = RedisFetchLimiter(
-            client,
-            max_concurrent=fetch.max_concurrent,
-            max_per_host=fetch.max_per_host,
-            lease_seconds=fetch.total_timeout + SLOT_LEASE_MARGIN,
+        queue = CeleryTaskQueue(make_celery(settings), client)
+        return Backend(
+            queue=queue,
+            events=queue,
+            fetch_limiter=RedisFetchLimiter(
+                client,
+                max_concurrent=fetch.max_concurrent,
+                max_per_host=fetch.max_per_host,
+                lease_seconds=fetch.total_timeout + SLOT_LEASE_MARGIN,
+            ),
+            upload_rate=RedisRateLimiter(client, "upload"),
         )
-        return limiter, RedisRateLimiter(client, "upload")
-    from shared.adapters.egress.process_limits import ProcessFetchLimiter
-    from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
-
-    return (
-        ProcessFetchLimiter(fetch.max_concurrent, fetch.max_per_host),
-        FirestoreRateLimiter(db, "upload"),
-    )
+    raise ConfigError(f"unknown task backend {settings.task_backend!r}")
 
 
 def _warn_about_access(settings: Settings) -> None:
@@ -129,23 +156,15 @@ def instance_services() -> Services:
 def build_services(settings: Settings | None = None, *, ensure_buckets: bool = False) -> Services:
     settings = settings or Settings.from_env()
     clock = SystemClock()
-    db, gcs = _google_clients(settings)
-    blobs = GcsBlobStore(
-        gcs,
-        uploads_bucket=settings.uploads_bucket,
-        outputs_bucket=settings.outputs_bucket,
-        url_mode=settings.output_url_mode,
-        signed_url_ttl=settings.signed_url_ttl,
-        emulator_host=settings.storage_emulator_host,
-    )
+    db = _firestore_client(settings)
+    blobs = build_blob_store(settings)
     if ensure_buckets:
         blobs.ensure_buckets()
     guard = AddressGuard(
         settings.fetch.allowed_networks,
         resolver=no_lookups if settings.fetch.dns == "off" else None,
     )
-    queue, events = build_task_queue(settings)
-    fetch_limiter, upload_rate = build_limits(settings, db)
+    backend = build_backend(settings, db)
     if not settings.webhook_secrets:
         log.warning("WEBHOOK_SECRET is not set: webhooks will be sent unsigned")
     _warn_about_access(settings)
@@ -157,11 +176,11 @@ def build_services(settings: Settings | None = None, *, ensure_buckets: bool = F
         blobs=blobs,
         fetcher=HttpImageFetcher(settings.fetch, settings.limits, guard),
         codec=build_codec(settings.limits),
-        queue=queue,
-        events=events,
+        queue=backend.queue,
+        events=backend.events,
         webhooks=HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard),
         webhook_guard=guard,
         clock=clock,
-        fetch_limiter=fetch_limiter,
-        upload_rate=upload_rate,
+        fetch_limiter=backend.fetch_limiter,
+        upload_rate=backend.upload_rate,
     )

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.domain import webhook
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -154,8 +156,17 @@ class Settings:
     process_image_url: str | None = None
     finalize_url: str | None = None
     tasks_service_account: str | None = None
+    # Celery (local profile): a task held by a worker that died is handed out again after the
+    # visibility timeout; kombu looks for such tasks every restore interval.
+    celery_visibility_timeout: float = 300.0
+    celery_restore_interval: float = 10.0
+    # A request whose images have not changed for `stall_after` (default: twice the visibility
+    # timeout) is taken up again; recovery looks every `recovery_interval`.
+    stall_after: float = 600.0
+    recovery_interval: float = 60.0
+    gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
-    public_base_url: str | None = None
+    gateway_threads: int = 8
     log_level: str = "INFO"
     # (key_id, sha256 hex) pairs from API_KEYS; empty means open access where that is allowed
     # (see `open_access`).
@@ -220,8 +231,11 @@ class Settings:
         rate = get("UPLOAD_RATE_LIMIT")
         schedule = get("WEBHOOK_RETRY_SCHEDULE")
         secrets = tuple((get("WEBHOOK_SECRET", "") or "").split())
-        if any(not secret.startswith("whsec_") for secret in secrets):
-            raise ConfigError("WEBHOOK_SECRET must look like whsec_<base64> (space-separated)")
+        if any(not secret.startswith(webhook.SECRET_PREFIX) for secret in secrets):
+            raise ConfigError(
+                f"WEBHOOK_SECRET must look like {webhook.SECRET_PREFIX}<base64> (space-separated)"
+            )
+        visibility = duration("CELERY_VISIBILITY_TIMEOUT", d.celery_visibility_timeout)
         mode = get("OUTPUT_URL_MODE", d.output_url_mode) or d.output_url_mode
         if mode not in ("public", "signed"):
             raise ConfigError("OUTPUT_URL_MODE must be 'public' or 'signed'")
@@ -260,9 +274,14 @@ class Settings:
             process_image_url=get("PROCESS_IMAGE_URL"),
             finalize_url=get("FINALIZE_URL"),
             tasks_service_account=get("TASKS_SERVICE_ACCOUNT"),
+            celery_visibility_timeout=visibility,
+            celery_restore_interval=duration("CELERY_RESTORE_INTERVAL", d.celery_restore_interval),
+            stall_after=duration("STALL_AFTER", 2 * visibility),
+            recovery_interval=duration("RECOVERY_INTERVAL", d.recovery_interval),
+            gateway_host=get("GATEWAY_HOST", d.gateway_host) or d.gateway_host,
             gateway_port=int(num("GATEWAY_PORT", d.gateway_port)),
-            public_base_url=get("PUBLIC_BASE_URL"),
-            log_level=get("LOG_LEVEL", d.log_level) or d.log_level,
+            gateway_threads=int(num("GATEWAY_THREADS", d.gateway_threads)),
+            log_level=(get("LOG_LEVEL", d.log_level) or d.log_level).upper(),
             api_keys=parse_api_keys(get("API_KEYS", "") or ""),
             upload_rate_limit=parse_rate(rate) if rate is not None else d.upload_rate_limit,
         )

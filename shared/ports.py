@@ -213,7 +213,7 @@ class Clock(Protocol):
 
 
 class UrlGuard(Protocol):
-    def check_url(self, url: str) -> object:
+    def check_url(self, url: str) -> None:
         """Raise ImageFailure when the URL may not be contacted (scheme, credentials,
         blocked or unresolvable address)."""
         ...

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from local_profile.stack import (
+from local_profile.recipes import (
     LOOPBACK_NETWORKS,
     PROJECT,
     Stack,

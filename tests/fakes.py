@@ -369,10 +369,9 @@ class FakeGuard:
     def __init__(self) -> None:
         self.blocked: set[str] = set()
 
-    def check_url(self, url: str) -> object:
+    def check_url(self, url: str) -> None:
         if url in self.blocked:
             raise ImageFailure(ErrorCode.BLOCKED_ADDRESS, "resolves to a private address")
-        return None
 
 
 class FakeFetchLimiter:

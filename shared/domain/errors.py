@@ -54,8 +54,9 @@ class ImageFailure(Exception):
 class RetryLater(Exception):
     """Raised by a use case when the platform should run the same task again later.
 
-    Celery answers it with `task.retry(countdown=...)`, a Cloud Tasks target with a 503 so that
-    the queue's own backoff applies.
+    The Celery task queues the same message again after `after_seconds` (through the delayed
+    set, not a Celery ETA: see `celery_queue`); a Cloud Tasks target answers 503 with
+    Retry-After, so that the queue's own backoff applies.
     """
 
     def __init__(self, reason: str, *, after_seconds: float) -> None:

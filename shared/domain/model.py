@@ -173,4 +173,3 @@ class WebhookDelivery:
     next_attempt_at: datetime | None = None
     # Set while an attempt is under way so a duplicated task does not send it twice.
     claimed_until: datetime | None = None
-    extra: dict[str, object] = field(default_factory=dict)

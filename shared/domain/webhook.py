@@ -45,7 +45,7 @@ def _key(secret: str) -> bytes:
     try:
         key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except ValueError as exc:
-        raise InvalidSecret("webhook secret is not base64 after whsec_") from exc
+        raise InvalidSecret(f"webhook secret is not base64 after {SECRET_PREFIX}") from exc
     if not key:
         raise InvalidSecret("webhook secret is empty")
     return key

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 from tests.conftest import WEBHOOK_SECRET, KeyedGateway, log_of
 from tests.e2e.helpers import wait_for
 

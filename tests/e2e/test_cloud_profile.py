@@ -11,7 +11,7 @@ import requests
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 from shared.adapters.gcp.cloud_tasks_queue import CloudTasksQueue
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
 from shared.config import Settings

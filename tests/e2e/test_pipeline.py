@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 from shared.domain.quality import estimate_jpeg_quality
 from tests.conftest import WEBHOOK_SECRET
 from tests.e2e.helpers import (

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 from shared.adapters.local.celery_queue import (
     DELAYED_KEY,
     QUEUE_CONTROL,
@@ -18,6 +18,7 @@ from shared.adapters.local.celery_queue import (
     CeleryTaskQueue,
     make_celery,
 )
+from shared.config import Settings
 from shared.domain.messages import DeliverWebhook, MaterializeSlice, ProcessImage
 from shared.domain.model import ImageJob, ImageSlice
 
@@ -30,7 +31,7 @@ def queue(backing: Stack) -> tuple[CeleryTaskQueue, redis.Redis]:
     url = backing.env["REDIS_URL"].rsplit("/", 1)[0] + "/5"
     client = redis.Redis.from_url(url)
     client.flushdb()
-    return CeleryTaskQueue(make_celery(url), client), client
+    return CeleryTaskQueue(make_celery(Settings(redis_url=url)), client), client
 
 
 def queued(client: redis.Redis, name: str) -> list[dict[str, object]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from google.cloud import firestore
 
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 from shared.adapters.egress.safe_http import HttpImageFetcher
 from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
 from shared.adapters.local.redis_limits import RedisFetchLimiter, RedisRateLimiter

@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.adapters.egress.address_guard import AddressGuard, no_lookups, refusal_reason
+from shared.adapters.egress.address_guard import (
+    AddressGuard,
+    CheckedUrl,
+    no_lookups,
+    refusal_reason,
+)
 from shared.config import parse_networks
 from shared.domain.errors import ErrorCode, ImageFailure
 
@@ -34,6 +39,11 @@ class FakeResolver:
 
 def no_lookup(host: str, port: int) -> list[str]:
     raise AssertionError(f"{host} must be decided without a DNS lookup")
+
+
+def parts(checked: CheckedUrl) -> tuple[str, str, int, list[str]]:
+    """What a check decided: scheme, ASCII host, port and the addresses that may be used."""
+    return checked.scheme, checked.host, checked.port, list(checked.addresses)
 
 
 def refusal(url: str, guard: AddressGuard) -> ImageFailure:
@@ -229,7 +239,12 @@ def test_name_allowed_only_when_every_address_is_allowed() -> None:
     guard = AddressGuard(parse_networks("127.0.0.1/32"), resolver=resolver)
     assert refusal("http://localhost/", guard).code == ErrorCode.BLOCKED_ADDRESS
     guard = AddressGuard(parse_networks("127.0.0.1/32,::1/128"), resolver=resolver)
-    assert guard.check_url("http://localhost/") == ("http", "localhost", 80, ["127.0.0.1", "::1"])
+    assert parts(guard.check("http://localhost/")) == (
+        "http",
+        "localhost",
+        80,
+        ["127.0.0.1", "::1"],
+    )
 
 
 def test_name_resolving_to_public_and_private_addresses_is_refused() -> None:
@@ -251,13 +266,13 @@ def test_metadata_names_are_refused_by_name_whatever_they_resolve_to(host: str) 
 
 def test_public_name_is_allowed_with_all_its_addresses_in_order() -> None:
     resolver = FakeResolver({"dns.google": ["8.8.8.8", "2001:4860:4860::8888", "8.8.8.8"]})
-    result = AddressGuard(resolver=resolver).check_url("https://dns.google/logo.png")
+    result = parts(AddressGuard(resolver=resolver).check("https://dns.google/logo.png"))
     assert result == ("https", "dns.google", 443, ["8.8.8.8", "2001:4860:4860::8888"])
 
 
 def test_allowed_loopback_is_exempt_but_its_neighbour_is_not() -> None:
     guard = AddressGuard(parse_networks("127.0.0.1/32"), resolver=no_lookup)
-    assert guard.check_url("http://127.0.0.1:9000/a.png") == (
+    assert parts(guard.check("http://127.0.0.1:9000/a.png")) == (
         "http",
         "127.0.0.1",
         9000,
@@ -268,14 +283,14 @@ def test_allowed_loopback_is_exempt_but_its_neighbour_is_not() -> None:
 
 def test_allowed_ipv6_loopback_literal_keeps_its_host_without_brackets() -> None:
     guard = AddressGuard(parse_networks("::1/128"), resolver=no_lookup)
-    assert guard.check_url("http://[::1]:9000/a.png") == ("http", "::1", 9000, ["::1"])
+    assert parts(guard.check("http://[::1]:9000/a.png")) == ("http", "::1", 9000, ["::1"])
     checked = guard.check("http://[::1]:9000/a.png")
     assert checked.host_header == "[::1]:9000"
 
 
 def test_ipv4_mapped_address_is_connected_to_over_ipv4() -> None:
     guard = AddressGuard(parse_networks("127.0.0.1/32"), resolver=no_lookup)
-    assert guard.check_url("http://[::ffff:127.0.0.1]/")[3] == ["127.0.0.1"]
+    assert parts(guard.check("http://[::ffff:127.0.0.1]/"))[3] == ["127.0.0.1"]
 
 
 @pytest.mark.parametrize(
@@ -335,7 +350,7 @@ def test_idn_host_is_resolved_by_its_punycode_name() -> None:
         seen.append(host)
         return ["93.184.215.14"]
 
-    result = AddressGuard(resolver=resolver).check_url("http://bücher.example/x.jpg")
+    result = parts(AddressGuard(resolver=resolver).check("http://bücher.example/x.jpg"))
     assert result == ("http", "xn--bcher-kva.example", 80, ["93.184.215.14"])
     assert seen == ["xn--bcher-kva.example"]
 
@@ -475,5 +490,5 @@ def test_lookups_off_refuses_every_name_but_still_decides_literals() -> None:
     failure = refusal("http://images.example/a.png", guard)
     assert failure.code == ErrorCode.DNS_FAILURE
     assert not failure.transient
-    assert guard.check_url("http://127.0.0.1:9/a.png")[3] == ["127.0.0.1"]
+    assert parts(guard.check("http://127.0.0.1:9/a.png"))[3] == ["127.0.0.1"]
     assert refusal("http://127.0.0.2:9/a.png", guard).code == ErrorCode.BLOCKED_ADDRESS

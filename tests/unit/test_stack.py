@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from local_profile.stack import Stack
+from local_profile.recipes import Stack
 
 
 def test_a_relative_run_dir_is_made_absolute(tmp_path: Path) -> None:

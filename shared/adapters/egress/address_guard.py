@@ -274,11 +274,10 @@ class AddressGuard:
         self._allowed = tuple(allowed_networks)
         self._resolve: Resolver = resolver or system_resolver
 
-    def check_url(self, url: str) -> tuple[str, str, int, list[str]]:
-        """(scheme, ascii_host, port, allowed_ips), or ImageFailure with INVALID_URL,
-        BLOCKED_ADDRESS or DNS_FAILURE."""
-        checked = self.check(url)
-        return checked.scheme, checked.host, checked.port, list(checked.addresses)
+    def check_url(self, url: str) -> None:
+        """`shared.ports.UrlGuard`: raises ImageFailure with INVALID_URL, BLOCKED_ADDRESS or
+        DNS_FAILURE when the URL may not be contacted."""
+        self.check(url)
 
     def check(self, url: str) -> CheckedUrl:
         parts, scheme = self._parse(url)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from shared.config import Settings
 from shared.domain.messages import ImageSettled, Lane, Message, to_payload
 
 # Every queued message travels as the one Celery task `imgsvc.run`, its payload the message's
@@ -68,17 +69,17 @@ def celery_config(
     }
 
 
-def make_celery(
-    redis_url: str,
-    visibility_timeout: float = 300.0,
-    restore_interval: float = 10.0,
-    recovery_interval: float = 60.0,
-) -> Any:
+def make_celery(settings: Settings) -> Any:
     from celery import Celery
 
     app = Celery("imgsvc")
     app.conf.update(
-        celery_config(redis_url, visibility_timeout, restore_interval, recovery_interval)
+        celery_config(
+            settings.redis_url,
+            settings.celery_visibility_timeout,
+            settings.celery_restore_interval,
+            settings.recovery_interval,
+        )
     )
     return app
 

@@ -1,0 +1,276 @@
+"""How each service of the local stack is started: emulators, Redis, the worker, the gateway,
+and the emulated cloud profile's functions and stand-ins.
+
+Used by `make up` (local_profile/stack.py), the demo and the tests (each test session starts
+its own services on free ports and stops them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from local_profile.processes import (
+    ROOT,
+    Processes,
+    Service,
+    StackError,
+    free_port,
+    http_ok,
+    tcp_open,
+)
+from shared.bootstrap import build_blob_store
+from shared.config import Settings
+from shared.domain import webhook
+
+TASKS_VENV = ROOT / ".venv-tasks"
+PROJECT = "demo-imgsvc"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def find_firestore_emulator() -> Path:
+    """Google's emulator ships with the Cloud CLI; firebase-tools would download it instead."""
+    candidates = []
+    if os.environ.get("CLOUDSDK_ROOT_DIR"):
+        candidates.append(Path(os.environ["CLOUDSDK_ROOT_DIR"]))
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        candidates.append(Path(gcloud).resolve().parents[1])
+    candidates += [Path("/usr/lib/google-cloud-sdk"), Path("/usr/share/google-cloud-sdk")]
+    for root in candidates:
+        script = root / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+        if script.exists():
+            return script
+    raise StackError(
+        "Google's Firestore emulator was not found. Install the Google Cloud CLI with its "
+        "Firestore emulator component (Debian: apt-get install google-cloud-cli "
+        "google-cloud-cli-firestore-emulator; or: gcloud components install "
+        "cloud-firestore-emulator) and Java 17+."
+    )
+
+
+class Stack(Processes):
+    """The processes of one stack, and the recipes that start them."""
+
+    @property
+    def base_url(self) -> str:
+        """Where clients send requests: the gateway (local) or the Hosting stand-in (cloud)."""
+        front = self.services.get("gateway") or self.services.get("hosting")
+        if front is None or front.url is None:
+            raise StackError("neither the gateway nor the hosting router is running")
+        return front.url
+
+    def start_firestore(self) -> str:
+        script = find_firestore_emulator()
+        port = free_port()
+        # The emulator is a JVM: its optimising JIT compiler and parallel GC threads cost
+        # more CPU than the emulator's own work at our request rates (measured: a third of
+        # the CPU with the quick C1 compiler alone), and it shares two cores with the worker.
+        java_options = " ".join(
+            [os.environ.get("JAVA_TOOL_OPTIONS", ""), "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"]
+        ).strip()
+        self.spawn(
+            "firestore",
+            [str(script), "--host=127.0.0.1", f"--port={port}"],
+            {"JAVA_TOOL_OPTIONS": java_options},
+        )
+        host = f"127.0.0.1:{port}"
+        self.services["firestore"].url = f"http://{host}"
+        self.wait("firestore", lambda: http_ok(f"http://{host}/"), 60)
+        self.env["FIRESTORE_EMULATOR_HOST"] = host
+        return host
+
+    def start_storage(self) -> str:
+        port = free_port()
+        binary = Path(sys.executable).with_name("gcp-storage-emulator")
+        self.spawn(
+            "storage",
+            [str(binary), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+        )
+        url = f"http://127.0.0.1:{port}"
+        self.services["storage"].url = url
+        self.wait("storage", lambda: http_ok(f"{url}/storage/v1/b?project={PROJECT}"), 30)
+        self.env["STORAGE_EMULATOR_HOST"] = url
+        return url
+
+    def start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError("redis-server is not installed (Debian package: redis-server)")
+        port = free_port()
+        self.spawn(
+            "redis",
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        self.services["redis"].url = url
+        self.wait("redis", lambda: redis_answers(url), 15)
+        self.env["REDIS_URL"] = url
+        return url
+
+    def use_or_start_redis(self, url: str | None) -> str:
+        if url and redis_answers(url):
+            self.env["REDIS_URL"] = url
+            return url
+        return self.start_redis()
+
+    def start_worker(
+        self, concurrency: int | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> Service:
+        ready_file = self.run_dir / "worker.ready"
+        ready_file.unlink(missing_ok=True)
+        concurrency = (
+            concurrency or int(self.setting("WORKER_CONCURRENCY") or 0) or default_concurrency()
+        )
+        argv = [
+            sys.executable, "-m", "celery", "-A", "local_profile.worker", "worker",
+            "-Q", "control,images", "-c", str(concurrency), "-B",
+            "-s", str(self.run_dir / "celerybeat-schedule"),
+            "--loglevel", self.setting("LOG_LEVEL") or "INFO", "-n", f"imgsvc-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        service = self.spawn(
+            "worker", argv, {"IMGSVC_READY_FILE": str(ready_file), **(extra_env or {})}
+        )
+        self.wait("worker", ready_file.exists, 60)
+        return service
+
+    def start_gateway(
+        self,
+        port: int | None = None,
+        *,
+        name: str = "gateway",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> str:
+        """The gateway; another `name` and `extra_env` start a second one beside it (the tests
+        run one with API_KEYS set) without touching the stack's own settings."""
+        port = port or free_port()
+        if name == "gateway":
+            self.env["GATEWAY_PORT"] = str(port)
+        env = {**(extra_env or {}), "GATEWAY_PORT": str(port)}
+        self.spawn(name, [sys.executable, "-m", "local_profile.gateway"], env)
+        url = f"http://127.0.0.1:{port}"
+        self.services[name].url = url
+        self.wait(name, lambda: http_ok(f"{url}/healthz"), 30)
+        return url
+
+    # The emulated cloud profile.
+
+    def start_tasks_emulator(self) -> str:
+        binary = TASKS_VENV / "bin" / "gcloud-tasks-emulator"
+        if not binary.exists():
+            raise StackError(f"{binary} is missing: run `make install` (it needs protobuf<5)")
+        settings = self._settings()
+        location = f"projects/{settings.project}/locations/{settings.cloud_tasks_location}"
+        queues = [
+            settings.cloud_tasks_fanout_queue,
+            settings.cloud_tasks_queue,
+            settings.cloud_tasks_webhook_queue,
+        ]
+        port = free_port()
+        argv = [str(binary), "start", "-p", str(port)]
+        for queue in queues:
+            argv += ["-d", f"{location}/queues/{queue}"]
+        self.spawn("tasks", argv, pythonpath=None)
+        self.wait("tasks", lambda: tcp_open(port), 30)
+        self.env["CLOUD_TASKS_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+        return self.env["CLOUD_TASKS_EMULATOR_HOST"]
+
+    def _settings(self) -> Settings:
+        return Settings.from_env({**os.environ, **self.env})
+
+    def start_function(self, name: str, port: int, staged: Path, env: Mapping[str, str]) -> str:
+        """One function from its staged folder under functions-framework, the way Cloud Run
+        serves it: only the folder's own copy of shared/ is importable."""
+        binary = Path(sys.executable).with_name("functions-framework")
+        argv = [
+            str(binary), "--target", name, "--source", str(staged / name / "main.py"),
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        self.spawn(f"fn-{name}", argv, env, cwd=staged / name, pythonpath=None)
+        url = f"http://127.0.0.1:{port}/"
+        self.services[f"fn-{name}"].url = url
+        self.wait(f"fn-{name}", lambda: tcp_open(port), 60)
+        return url
+
+    def start_cloud_profile(self, gateway_port: int | None = None) -> str:
+        """The four functions from their staged folders, Cloud Tasks emulated, an Eventarc
+        stand-in for the Firestore trigger, and a Hosting stand-in on the gateway port."""
+        from scripts.stage_functions import FUNCTIONS, stage
+
+        staged = self.run_dir / "functions"
+        for name in FUNCTIONS:
+            stage(name, staged)
+        if "CLOUD_TASKS_EMULATOR_HOST" not in self.env:
+            self.start_tasks_emulator()
+        ports = {name: free_port() for name in FUNCTIONS}
+        urls = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
+        env = {
+            "TASK_BACKEND": "cloudtasks",
+            "PROCESS_IMAGE_URL": urls["process_image"],
+            "FINALIZE_URL": urls["finalize"],
+        }
+        for name in FUNCTIONS:
+            self.start_function(name, ports[name], staged, env)
+        ready_file = self.run_dir / "eventarc.ready"
+        ready_file.unlink(missing_ok=True)
+        self.spawn(
+            "eventarc",
+            [sys.executable, "-m", "local_profile.eventarc", "--target", urls["finalize"]],
+            {"IMGSVC_READY_FILE": str(ready_file)},
+        )
+        self.wait("eventarc", ready_file.exists, 30)
+        port = gateway_port or free_port()
+        self.spawn(
+            "hosting",
+            [sys.executable, "-m", "local_profile.hosting_router"],
+            {"GATEWAY_PORT": str(port), "FUNCTION_URLS": json.dumps(urls)},
+        )
+        url = f"http://127.0.0.1:{port}"
+        self.services["hosting"].url = url
+        self.wait("hosting", lambda: http_ok(f"{url}/healthz"), 30)
+        return url
+
+    def start_backing_services(self, redis_url: str | None = None) -> None:
+        self.start_firestore()
+        self.start_storage()
+        self.use_or_start_redis(redis_url)
+        create_buckets(self.env)
+
+
+def default_concurrency() -> int:
+    # Over-subscribe the cores: while one task waits on a download, another compresses.
+    return max(2, (os.cpu_count() or 1) * 3)
+
+
+def create_buckets(env: Mapping[str, str]) -> None:
+    """The buckets the settings in `env` name, on the Storage emulator they name."""
+    build_blob_store(Settings.from_env(env)).ensure_buckets()
+
+
+def new_webhook_secret() -> str:
+    return webhook.SECRET_PREFIX + base64.b64encode(os.urandom(24)).decode()
