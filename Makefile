@@ -34,6 +34,8 @@ $(TASKS_STAMP): requirements-tasks-emulator.txt
 
 # The DCT-domain JPEG codec, a C extension over libjpeg-turbo (shared/adapters/codec/jpeg_requantizer.py).
 $(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/setup.py $(wildcard native/jpeg_requantize/*)
+	@# A build left in native/build would be packaged again as it was: build from scratch.
+	rm -rf native/build
 	$(PY) -m pip install --quiet ./native
 	@touch $@
 

@@ -371,29 +371,32 @@ done:
 }
 
 static int read_table(PyObject *sequence, unsigned int *table, const char *name) {
-    PyObject *items = PySequence_Fast(sequence, "a quantization table must be a sequence");
-    if (items == NULL) {
+    /* Plain sequence calls, not PySequence_Fast: the module keeps to the limited API (abi3),
+       so that one wheel serves every Python from 3.11 on. */
+    Py_ssize_t size = PySequence_Size(sequence);
+    if (size < 0) {
         return -1;
     }
-    if (PySequence_Fast_GET_SIZE(items) != TABLE_ENTRIES) {
+    if (size != TABLE_ENTRIES) {
         PyErr_Format(PyExc_ValueError, "the %s table must have 64 entries", name);
-        Py_DECREF(items);
         return -1;
     }
     for (Py_ssize_t k = 0; k < TABLE_ENTRIES; k++) {
-        long value = PyLong_AsLong(PySequence_Fast_GET_ITEM(items, k));
+        PyObject *item = PySequence_GetItem(sequence, k);
+        if (item == NULL) {
+            return -1;
+        }
+        long value = PyLong_AsLong(item);
+        Py_DECREF(item);
         if (value == -1 && PyErr_Occurred()) {
-            Py_DECREF(items);
             return -1;
         }
         if (value < 1 || value > 255) {
             PyErr_Format(PyExc_ValueError, "%s table entries must be within 1..255", name);
-            Py_DECREF(items);
             return -1;
         }
         table[k] = (unsigned int)value;
     }
-    Py_DECREF(items);
     return 0;
 }
 
@@ -409,7 +412,7 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     PyObject *result = NULL;
-    job *work = PyMem_RawCalloc(1, sizeof(job));
+    job *work = calloc(1, sizeof(job));
     if (work == NULL) {
         PyErr_NoMemory();
         goto out;
@@ -447,7 +450,7 @@ out:
         PyBuffer_Release(&icc);
     }
     PyBuffer_Release(&data);
-    PyMem_RawFree(work);
+    free(work);
     return result;
 }
 
