@@ -138,6 +138,20 @@ class Stack(Processes):
             return url
         return self.start_redis()
 
+    def supervised(self, name: str, argv: list[str], probe: str | None = None) -> list[str]:
+        """`argv` run under `local_profile.supervise`: restarted when it dies (or its probe
+        says it is stuck), each restart logged in the service's log; the child's pid is kept
+        in `<run_dir>/<name>.pid`."""
+        return [
+            sys.executable, "-m", "local_profile.supervise", "--name", name,
+            "--pid-file", str(self.run_dir / f"{name}.pid"),
+            *(["--probe", probe] if probe else []), "--", *argv,
+        ]  # fmt: skip
+
+    def child_pid(self, name: str) -> int:
+        """The pid of the process a supervisor runs for `name` (the tests kill it)."""
+        return int((self.run_dir / f"{name}.pid").read_text())
+
     def start_worker(
         self, concurrency: int | None = None, extra_env: Mapping[str, str] | None = None
     ) -> Service:
@@ -146,17 +160,32 @@ class Stack(Processes):
         concurrency = (
             concurrency or int(self.setting("WORKER_CONCURRENCY") or 0) or default_concurrency()
         )
+        # No -B: the ticker (start_ticker) releases delayed work and sweeps, in a process of
+        # its own that the death of the worker's children cannot take along.
         argv = [
             sys.executable, "-m", "celery", "-A", "local_profile.worker", "worker",
-            "-Q", "control,images", "-c", str(concurrency), "-B",
-            "-s", str(self.run_dir / "celerybeat-schedule"),
+            "-Q", "control,images", "-c", str(concurrency),
             "--loglevel", self.setting("LOG_LEVEL") or "INFO", "-n", f"imgsvc-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle",
         ]  # fmt: skip
         service = self.spawn(
-            "worker", argv, {"IMGSVC_READY_FILE": str(ready_file), **(extra_env or {})}
+            "worker",
+            self.supervised("worker", argv, probe="local_profile.health:worker_consuming"),
+            {"IMGSVC_READY_FILE": str(ready_file), **(extra_env or {})},
         )
         self.wait("worker", ready_file.exists, 60)
+        return service
+
+    def start_ticker(self, extra_env: Mapping[str, str] | None = None) -> Service:
+        """Releases delayed work every second and sweeps every SWEEP_INTERVAL (ticker.py)."""
+        ready_file = self.run_dir / "ticker.ready"
+        ready_file.unlink(missing_ok=True)
+        service = self.spawn(
+            "ticker",
+            self.supervised("ticker", [sys.executable, "-m", "local_profile.ticker"]),
+            {"IMGSVC_READY_FILE": str(ready_file), **(extra_env or {})},
+        )
+        self.wait("ticker", ready_file.exists, 60)
         return service
 
     def start_gateway(
@@ -172,7 +201,9 @@ class Stack(Processes):
         if name == "gateway":
             self.env["GATEWAY_PORT"] = str(port)
         env = {**(extra_env or {}), "GATEWAY_PORT": str(port)}
-        self.spawn(name, [sys.executable, "-m", "local_profile.gateway"], env)
+        self.spawn(
+            name, self.supervised(name, [sys.executable, "-m", "local_profile.gateway"]), env
+        )
         url = f"http://127.0.0.1:{port}"
         self.services[name].url = url
         self.wait(name, lambda: http_ok(f"{url}/healthz"), 30)

@@ -57,6 +57,7 @@ def up(run_dir: Path, environ: Mapping[str, str], profile: str = "local") -> Sta
             stack.start_cloud_profile(port)
         else:
             stack.start_worker()
+            stack.start_ticker()
             stack.start_gateway(port)
     except BaseException:
         stack.stop_all()

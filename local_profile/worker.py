@@ -1,9 +1,11 @@
-"""Celery tasks: the local stand-ins for Cloud Tasks targets and the Firestore trigger.
+"""The Celery task: the local stand-in for Cloud Tasks' targets and the Firestore trigger.
 
 Every queued message arrives as the one task `imgsvc.run`, which decodes it and hands it to
 the task handler (`shared.entrypoints.tasks`) that Cloud Tasks' targets use too, and turns
-RetryLater into a delayed re-queue. Start with:
-celery -A local_profile.worker worker -B -Q control,images
+RetryLater into a delayed re-queue. No beat runs in the worker: releasing delayed work and
+sweeping are the ticker's (`local_profile/ticker.py`), a process of its own, so that the death
+of the worker's children cannot take them along. Start with:
+celery -A local_profile.worker worker -Q control,images
 """
 
 from __future__ import annotations
@@ -13,21 +15,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery.signals import after_setup_logger, worker_process_init, worker_ready
+from celery.signals import after_setup_logger, task_prerun, worker_process_init, worker_ready
 
-from shared.adapters.local.celery_queue import (
-    TASK_RECOVER,
-    TASK_RELEASE,
-    TASK_RUN,
-    CeleryTaskQueue,
-    make_celery,
-)
+from shared.adapters.local.celery_queue import TASK_RUN, CeleryTaskQueue, make_celery
 from shared.bootstrap import build_services
 from shared.config import Settings
 from shared.domain.errors import RetryLater
 from shared.domain.messages import MalformedMessage, from_payload
 from shared.entrypoints.tasks import handle
-from shared.usecases.recover_stalled import recover_stalled
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -74,8 +69,7 @@ def _build_services_in_child(**_: Any) -> None:
 
 @after_setup_logger.connect
 def _quiet_per_task_lines(**_: Any) -> None:
-    # The beat releases delayed tasks every second; one line per task would drown the log.
-    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+    for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -84,6 +78,13 @@ def _announce_ready(**_: Any) -> None:
     ready_file = os.environ.get("IMGSVC_READY_FILE")
     if ready_file:
         Path(ready_file).write_text(str(os.getpid()))
+
+
+@task_prerun.connect
+def _note_progress(**_: Any) -> None:
+    # What the worker's health probe reads: a worker that is alive but takes nothing from
+    # non-empty queues (seen after a broker restart) is restarted by its supervisor.
+    _queue().task_began()
 
 
 @app.task(name=TASK_RUN, bind=True, **RETRY)
@@ -102,15 +103,3 @@ def run_task(self: Any, payload: dict[str, Any]) -> None:
             later.reason,
         )
         services().queue.send([message], delay_seconds=later.after_seconds)
-
-
-@app.task(name=TASK_RELEASE)
-def release_due_task() -> None:
-    _queue().release_due()
-
-
-@app.task(name=TASK_RECOVER)
-def recover_stalled_task() -> None:
-    # While image tasks are waiting, a quiet request is queued, not stalled.
-    if _queue().backlog() == 0:
-        recover_stalled(services(), stalled_after=settings.stall_after)

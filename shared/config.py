@@ -160,10 +160,16 @@ class Settings:
     # visibility timeout; kombu looks for such tasks every restore interval.
     celery_visibility_timeout: float = 300.0
     celery_restore_interval: float = 10.0
-    # A request whose images have not changed for `stall_after` (default: twice the visibility
-    # timeout) is taken up again; recovery looks every `recovery_interval`.
-    stall_after: float = 600.0
-    recovery_interval: float = 60.0
+    # The sweeper (shared/usecases/sweep.py): a request in progress whose images have not
+    # changed for `stall_after` is re-driven from Firestore; a hint (an image retry, a webhook
+    # attempt) overdue by `sweep_grace` counts as lost. It runs every `sweep_interval` (the
+    # local ticker; Cloud Scheduler's job in production runs every minute).
+    stall_after: float = 60.0
+    sweep_grace: float = 30.0
+    sweep_interval: float = 30.0
+    # A local worker with tasks waiting that has begun none for this long is restarted by its
+    # supervisor (every task ends within a fetch's deadline and a compression).
+    worker_stuck_after: float = 120.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_threads: int = 8
@@ -276,8 +282,10 @@ class Settings:
             tasks_service_account=get("TASKS_SERVICE_ACCOUNT"),
             celery_visibility_timeout=visibility,
             celery_restore_interval=duration("CELERY_RESTORE_INTERVAL", d.celery_restore_interval),
-            stall_after=duration("STALL_AFTER", 2 * visibility),
-            recovery_interval=duration("RECOVERY_INTERVAL", d.recovery_interval),
+            stall_after=duration("STALL_AFTER", d.stall_after),
+            sweep_grace=duration("SWEEP_GRACE", d.sweep_grace),
+            sweep_interval=duration("SWEEP_INTERVAL", d.sweep_interval),
+            worker_stuck_after=duration("WORKER_STUCK_AFTER", d.worker_stuck_after),
             gateway_host=get("GATEWAY_HOST", d.gateway_host) or d.gateway_host,
             gateway_port=int(num("GATEWAY_PORT", d.gateway_port)),
             gateway_threads=int(num("GATEWAY_THREADS", d.gateway_threads)),

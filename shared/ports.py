@@ -21,37 +21,61 @@ from shared.domain.model import (
 
 
 class RequestRepository(Protocol):
+    """Requests. Every write that decides something is conditional on the version read
+    (Firestore: the update time), so a stale copy never overwrites a newer state; a write that
+    loses returns False and the caller reads again and decides again."""
+
     def create(self, record: RequestRecord) -> None: ...
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 
-    def in_progress(self, limit: int) -> list[RequestRecord]:
-        """Requests not yet settled, oldest first."""
+    def due_for_sweep(
+        self, now: datetime, *, after: RequestRecord | None, limit: int
+    ) -> list[RequestRecord]:
+        """Requests whose `sweep_at` is at or before `now`, by `sweep_at` then id, starting
+        after `after` (a record of the previous page)."""
+        ...
+
+    def reschedule_sweep(
+        self, record: RequestRecord, *, sweep_at: datetime | None, sweeps: int
+    ) -> bool:
+        """Set when the sweeper looks next, if the request is still as read."""
+        ...
+
+    def claim_render(
+        self, record: RequestRecord, *, holder: str, until: datetime
+    ) -> RequestRecord | None:
+        """Take the right to render the output CSV until `until`, on condition that the
+        request is still as read (the caller has checked that nobody else's claim is live in
+        it): the claimed record, or None when it changed meanwhile."""
         ...
 
     def settle(
         self,
         request_id: str,
         *,
+        holder: str | None,
         completed: bool,
         csv_url: str | None,
         output_path: str | None,
         progress: Progress,
         delivery: WebhookDelivery | None,
+        sweep_at: datetime | None,
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> bool:
         """Move an in-progress request to completed (or failed) and create its webhook
         delivery, atomically. Returns False, changing nothing, when the request had already
-        settled: this is what makes finalisation happen exactly once."""
+        settled, or when `holder` is given and no longer holds the render claim: this is
+        what makes finalisation happen exactly once."""
         ...
 
 
 @dataclass(frozen=True)
 class Attempt:
     """One try at an image. `version` is the store's marker of the image as this attempt last
-    saw or wrote it; the outcome is recorded only if nobody else wrote the image meanwhile, or
-    if it is still pending."""
+    saw or wrote it; the outcome is written on condition that the image is still so, else read
+    again: recorded only while the image is still pending."""
 
     number: int
     version: object | None = None
@@ -65,17 +89,27 @@ class ImageRepository(Protocol):
 
     def get(self, request_id: str, image_id: str) -> ImageRecord | None: ...
 
-    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt | None:
         """Start attempt number `record.attempts + 1`. The count is written with the outcome;
-        `count_now` writes it before the work as well, for a task that was redelivered after
-        a crash: a picture that kills its worker must still run out of attempts."""
+        `count_now` writes it before the work as well (on condition that the image is still as
+        read), for a task that may have been running when its worker died: a picture that
+        kills its worker must still run out of attempts. None when the image changed since it
+        was read: read it again."""
         ...
 
     def record_retry(
-        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
-        """The attempt failed in a way worth retrying: count it and keep its error, still
-        pending, so the status shows why the image is taking long."""
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        *,
+        code: str,
+        message: str,
+        retry_at: datetime,
+    ) -> bool:
+        """The attempt failed in a way worth retrying at `retry_at`: count it and keep its
+        error, still pending, so the status shows why the image is taking long. False when an
+        outcome had been recorded meanwhile (it stands)."""
         ...
 
     def record_done(
@@ -88,17 +122,21 @@ class ImageRepository(Protocol):
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> None: ...
+    ) -> bool:
+        """False when an outcome had been recorded meanwhile: the first one stands."""
+        ...
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
+    ) -> bool:
         """Like record_done: a result already recorded by a duplicate task stands."""
         ...
 
     def has_pending(self, request_id: str) -> bool: ...
 
-    def pending_ids(self, request_id: str, limit: int) -> list[str]: ...
+    def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+        """Pending images in id order, after the id `after`."""
+        ...
 
     def progress(self, request_id: str, total: int) -> Progress:
         """Counts of done and failed images, read without touching any hot document."""
@@ -121,20 +159,24 @@ class DeliveryRepository(Protocol):
     def get(self, request_id: str) -> WebhookDelivery | None: ...
 
     def claim(
-        self, request_id: str, *, now: datetime, lease_seconds: float
+        self, delivery: WebhookDelivery, *, now: datetime, lease_seconds: float
     ) -> WebhookDelivery | None:
-        """Atomically take the right to make the next attempt: returns the delivery when it is
-        pending, due and not claimed by someone else; None otherwise."""
+        """Take the right to make the next attempt, on condition that the delivery is still as
+        read (pending, due, unclaimed at `now`): the claimed delivery, or None when someone
+        else wrote it meanwhile."""
         ...
 
     def record_attempt(
         self,
-        request_id: str,
+        claimed: WebhookDelivery,
         attempt: DeliveryAttempt,
         *,
         state: DeliveryState,
         next_attempt_at: datetime | None,
-    ) -> None: ...
+    ) -> bool:
+        """Append the attempt and release the claim, on condition that the claim is still
+        this one; False when the claim expired and someone else took over."""
+        ...
 
 
 class BlobMissing(LookupError):

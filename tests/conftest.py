@@ -37,9 +37,10 @@ def base_env() -> dict[str, str]:
         # Short enough that the crash test sees unacknowledged tasks come back quickly.
         "CELERY_VISIBILITY_TIMEOUT": "8",
         "CELERY_RESTORE_INTERVAL": "1",
-        # Requests idle this long with no image task waiting are taken up again.
+        # Requests idle this long are re-driven by the sweeper, which looks every second.
         "STALL_AFTER": "6",
-        "RECOVERY_INTERVAL": "1",
+        "SWEEP_INTERVAL": "1",
+        "SWEEP_GRACE": "3",
         "WEBHOOK_RETRY_SCHEDULE": "1s,2s,3s",
         "FETCH_TOTAL_TIMEOUT": "5s",
         "FETCH_RETRIES": "2",
@@ -76,11 +77,13 @@ def settings(backing: Stack) -> Settings:
 def live(backing: Stack) -> Iterator[Stack]:
     """The whole local profile: worker and gateway on top of the backing services."""
     backing.start_worker(concurrency=4)
+    backing.start_ticker()
     backing.start_gateway()
     try:
         yield backing
     finally:
         backing.stop("gateway")
+        backing.stop("ticker")
         backing.stop("worker")
 
 

@@ -7,11 +7,13 @@ writes); the integration tests run the same scenarios against the real emulators
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import assert_never
+from typing import Any, TypeVar, assert_never
 
+from google.api_core import exceptions as gexc
 from google.events.cloud.firestore import Document, DocumentEventData, Value
 
 from shared.config import Settings
@@ -22,6 +24,7 @@ from shared.domain.messages import (
     MaterializeSlice,
     Message,
     ProcessImage,
+    Sweep,
 )
 from shared.domain.model import (
     CompressedImage,
@@ -54,41 +57,120 @@ class FakeClock:
         self.moment += timedelta(seconds=seconds)
 
 
-class FakeRequests:
+class UpdateTimes:
+    """Firestore gives every write of a document a new update time, and a conditional write
+    succeeds only if the document still has the update time the writer read. These fakes keep
+    a version per document the same way (one counter, like commit times) and check it on
+    every conditional write. Each call is atomic, as one commit is on Firestore's server
+    (`atomic` below); nothing is held between calls, as nothing is in Firestore, so a use
+    case racing another sees exactly the conflicts it would see there."""
+
     def __init__(self) -> None:
+        self._last = 0
+        self.lock = threading.RLock()
+
+    def next(self) -> int:
+        self._last += 1
+        return self._last
+
+
+_T = TypeVar("_T")
+
+
+def atomic(method: Callable[..., _T]) -> Callable[..., _T]:
+    """One store call as one server-side commit: it happens whole, or not at all."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> _T:
+        with self._times.lock:
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+class FakeRequests:
+    def __init__(self, times: UpdateTimes | None = None) -> None:
         self.records: dict[str, RequestRecord] = {}
         self.deliveries: FakeDeliveries | None = None
         self.transitions = 0
-        self._lock = threading.Lock()
+        self._times = times or UpdateTimes()
 
+    def _write(self, record: RequestRecord) -> RequestRecord:
+        stored = dataclasses.replace(record, version=self._times.next())
+        self.records[record.request_id] = stored
+        return stored
+
+    @atomic
     def create(self, record: RequestRecord) -> None:
-        assert record.request_id not in self.records
-        self.records[record.request_id] = record
+        if record.request_id in self.records:
+            raise gexc.AlreadyExists(f"requests/{record.request_id} exists")
+        self._write(record)
 
+    @atomic
     def get(self, request_id: str) -> RequestRecord | None:
         return self.records.get(request_id)
 
-    def in_progress(self, limit: int) -> list[RequestRecord]:
-        waiting = [r for r in self.records.values() if r.status is RequestStatus.IN_PROGRESS]
-        return sorted(waiting, key=lambda r: r.created_at)[:limit]
+    @atomic
+    def due_for_sweep(
+        self, now: datetime, *, after: RequestRecord | None, limit: int
+    ) -> list[RequestRecord]:
+        def key(r: RequestRecord) -> tuple[datetime, str]:
+            assert r.sweep_at is not None
+            return (r.sweep_at, r.request_id)
 
+        due = sorted(
+            (r for r in self.records.values() if r.sweep_at is not None and r.sweep_at <= now),
+            key=key,
+        )
+        if after is not None:
+            due = [r for r in due if key(r) > key(after)]
+        return due[:limit]
+
+    def _unchanged(self, record: RequestRecord) -> bool:
+        stored = self.records.get(record.request_id)
+        return stored is not None and stored.version == record.version
+
+    @atomic
+    def reschedule_sweep(
+        self, record: RequestRecord, *, sweep_at: datetime | None, sweeps: int
+    ) -> bool:
+        if not self._unchanged(record):
+            return False
+        current = self.records[record.request_id]
+        self._write(dataclasses.replace(current, sweep_at=sweep_at, sweeps=sweeps))
+        return True
+
+    @atomic
+    def claim_render(
+        self, record: RequestRecord, *, holder: str, until: datetime
+    ) -> RequestRecord | None:
+        if not self._unchanged(record):
+            return None
+        current = self.records[record.request_id]
+        return self._write(dataclasses.replace(current, render_holder=holder, render_until=until))
+
+    @atomic
     def settle(
         self,
         request_id: str,
         *,
+        holder: str | None,
         completed: bool,
         csv_url: str | None,
         output_path: str | None,
         progress: Progress,
         delivery: WebhookDelivery | None,
+        sweep_at: datetime | None,
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> bool:
-        with self._lock:
-            record = self.records.get(request_id)
-            if record is None or record.status is not RequestStatus.IN_PROGRESS:
-                return False
-            self.records[request_id] = dataclasses.replace(
+        record = self.records.get(request_id)
+        if record is None or record.status is not RequestStatus.IN_PROGRESS:
+            return False
+        if holder is not None and record.render_holder != holder:
+            return False
+        self._write(
+            dataclasses.replace(
                 record,
                 status=RequestStatus.COMPLETED if completed else RequestStatus.FAILED,
                 csv_url=csv_url,
@@ -96,70 +178,102 @@ class FakeRequests:
                 final_progress=progress,
                 error_code=error_code,
                 error_message=error_message,
+                sweep_at=sweep_at,
+                render_until=None,
             )
-            if delivery is not None:
-                assert self.deliveries is not None
-                self.deliveries.items[request_id] = delivery
-            self.transitions += 1
-            return True
+        )
+        if delivery is not None:
+            assert self.deliveries is not None
+            self.deliveries.put(delivery)
+        self.transitions += 1
+        return True
 
 
 class FakeImages:
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, times: UpdateTimes | None = None) -> None:
         self.records: dict[tuple[str, str], ImageRecord] = {}
-        self.versions: dict[tuple[str, str], int] = {}
         self.updated: dict[str, datetime] = {}  # latest write per request
         self._clock = clock
+        self._times = times or UpdateTimes()
 
-    def _bump(self, key: tuple[str, str]) -> int:
-        self.versions[key] = self.versions.get(key, 0) + 1
-        self.updated[key[0]] = self._clock.now()
-        return self.versions[key]
+    def _write(self, record: ImageRecord, **fields: object) -> ImageRecord:
+        now = self._clock.now()
+        stored = dataclasses.replace(
+            record,
+            **fields,  # type: ignore[arg-type]
+            updated_at=now,
+            version=self._times.next(),
+        )
+        self.records[(record.request_id, record.image_id)] = stored
+        self.updated[record.request_id] = now
+        return stored
 
+    @atomic
     def create_missing(self, jobs: Sequence[ImageJob]) -> list[ImageRecord]:
         out = []
         for job in jobs:
             key = (job.request_id, job.image_id)
             if key not in self.records:
-                self.records[key] = ImageRecord(
-                    request_id=job.request_id,
-                    image_id=job.image_id,
-                    row=job.row,
-                    position=job.position,
-                    serial=job.serial,
-                    input_url=job.url,
-                    state=ImageState.PENDING,
+                self._write(
+                    ImageRecord(
+                        request_id=job.request_id,
+                        image_id=job.image_id,
+                        row=job.row,
+                        position=job.position,
+                        serial=job.serial,
+                        input_url=job.url,
+                        state=ImageState.PENDING,
+                    )
                 )
-                self._bump(key)
             out.append(self.records[key])
         return out
 
+    @atomic
     def get(self, request_id: str, image_id: str) -> ImageRecord | None:
-        record = self.records.get((request_id, image_id))
-        if record is None:
-            return None
-        return dataclasses.replace(record, version=self.versions[(request_id, image_id)])
+        return self.records.get((request_id, image_id))
 
-    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
-        key = (record.request_id, record.image_id)
+    @atomic
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt | None:
         number = record.attempts + 1
         if not count_now:
             return Attempt(number, record.version)
-        self.records[key] = dataclasses.replace(self.records[key], attempts=number)
-        return Attempt(number, self._bump(key))
+        stored = self.records[(record.request_id, record.image_id)]
+        if stored.version != record.version:
+            return None
+        return Attempt(number, self._write(stored, attempts=number).version)
 
+    def _record(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> bool:
+        # As the Firestore adapter: the write holds if the image is as the attempt saw it;
+        # else, read again: an outcome stands, a pending image takes the write.
+        stored = self.records[key]
+        counted = attempt.number
+        if stored.version != attempt.version:
+            if stored.state.terminal:
+                return False
+            counted = max(counted, stored.attempts)
+        self._write(stored, attempts=counted, **fields)
+        return True
+
+    @atomic
     def record_retry(
-        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
-        self._record(attempt, (request_id, image_id), error_code=code, error_message=message)
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        *,
+        code: str,
+        message: str,
+        retry_at: datetime,
+    ) -> bool:
+        return self._record(
+            attempt,
+            (request_id, image_id),
+            error_code=code,
+            error_message=message,
+            retry_at=retry_at,
+        )
 
-    def _record(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> None:
-        record = self.records[key]
-        if self.versions[key] != attempt.version and record.state.terminal:
-            return
-        self.records[key] = dataclasses.replace(record, attempts=attempt.number, **fields)  # type: ignore[arg-type]
-        self._bump(key)
-
+    @atomic
     def record_done(
         self,
         attempt: Attempt,
@@ -170,8 +284,8 @@ class FakeImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> None:
-        self._record(
+    ) -> bool:
+        return self._record(
             attempt,
             (request_id, image_id),
             state=ImageState.DONE,
@@ -185,17 +299,22 @@ class FakeImages:
             output_quality=image.output_quality,
             output_format=image.output_format,
             output_bytes=len(image.data),
+            error_code=None,
+            error_message=None,
+            retry_at=None,
         )
 
+    @atomic
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
-        self._record(
+    ) -> bool:
+        return self._record(
             attempt,
             (request_id, image_id),
             state=ImageState.FAILED,
             error_code=code,
             error_message=message,
+            retry_at=None,
         )
 
     def _of(self, request_id: str) -> list[ImageRecord]:
@@ -204,12 +323,19 @@ class FakeImages:
             key=lambda r: r.image_id,
         )
 
+    @atomic
     def has_pending(self, request_id: str) -> bool:
         return any(r.state is ImageState.PENDING for r in self._of(request_id))
 
-    def pending_ids(self, request_id: str, limit: int) -> list[str]:
-        return [r.image_id for r in self._of(request_id) if r.state is ImageState.PENDING][:limit]
+    @atomic
+    def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+        return [
+            r
+            for r in self._of(request_id)
+            if r.state is ImageState.PENDING and (after is None or r.image_id > after)
+        ][:limit]
 
+    @atomic
     def progress(self, request_id: str, total: int) -> Progress:
         images = self._of(request_id)
         return Progress(
@@ -218,58 +344,78 @@ class FakeImages:
             failed=sum(r.state is ImageState.FAILED for r in images),
         )
 
+    @atomic
     def count(self, request_id: str) -> int:
         return len(self._of(request_id))
 
+    @atomic
     def iterate(self, request_id: str) -> Iterator[ImageRecord]:
         return iter(self._of(request_id))
 
+    @atomic
     def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
         images = [r for r in self._of(request_id) if after is None or r.image_id > after]
         return images[:limit]
 
+    @atomic
     def last_update(self, request_id: str) -> datetime | None:
         return self.updated.get(request_id)
 
 
 class FakeDeliveries:
-    def __init__(self) -> None:
+    def __init__(self, times: UpdateTimes | None = None) -> None:
         self.items: dict[str, WebhookDelivery] = {}
+        self._times = times or UpdateTimes()
 
+    @atomic
+    def put(self, delivery: WebhookDelivery) -> WebhookDelivery:
+        stored = dataclasses.replace(delivery, version=self._times.next())
+        self.items[delivery.request_id] = stored
+        return stored
+
+    @atomic
     def get(self, request_id: str) -> WebhookDelivery | None:
         return self.items.get(request_id)
 
-    def claim(
-        self, request_id: str, *, now: datetime, lease_seconds: float
-    ) -> WebhookDelivery | None:
-        delivery = self.items.get(request_id)
-        if delivery is None or delivery.state is not DeliveryState.PENDING:
-            return None
-        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-            return None
-        if delivery.claimed_until is not None and delivery.claimed_until > now:
-            return None
-        self.items[request_id] = dataclasses.replace(
-            delivery, claimed_until=now + timedelta(seconds=lease_seconds)
-        )
-        return delivery
+    def _unchanged(self, delivery: WebhookDelivery) -> bool:
+        stored = self.items.get(delivery.request_id)
+        return stored is not None and stored.version == delivery.version
 
+    @atomic
+    def claim(
+        self, delivery: WebhookDelivery, *, now: datetime, lease_seconds: float
+    ) -> WebhookDelivery | None:
+        if not self._unchanged(delivery):
+            return None
+        return self.put(
+            dataclasses.replace(
+                self.items[delivery.request_id],
+                claimed_until=now + timedelta(seconds=lease_seconds),
+            )
+        )
+
+    @atomic
     def record_attempt(
         self,
-        request_id: str,
+        claimed: WebhookDelivery,
         attempt: DeliveryAttempt,
         *,
         state: DeliveryState,
         next_attempt_at: datetime | None,
-    ) -> None:
-        delivery = self.items[request_id]
-        self.items[request_id] = dataclasses.replace(
-            delivery,
-            attempts=(*delivery.attempts, attempt),
-            state=state,
-            next_attempt_at=next_attempt_at,
-            claimed_until=None,
+    ) -> bool:
+        if not self._unchanged(claimed):
+            return False
+        current = self.items[claimed.request_id]
+        self.put(
+            dataclasses.replace(
+                current,
+                attempts=(*current.attempts, attempt),
+                state=state,
+                next_attempt_at=next_attempt_at,
+                claimed_until=None,
+            )
         )
+        return True
 
 
 class FakeBlobs:
@@ -335,9 +481,11 @@ class FakeQueue:
         self.images: list[tuple[str, str]] = []
         self.webhooks: list[tuple[str, float]] = []
         self.settled: list[tuple[str, str]] = []
+        self.sent: list[tuple[Message, float]] = []  # everything, as sent
 
     def send(self, messages: Sequence[Message], *, delay_seconds: float = 0.0) -> None:
         for message in messages:
+            self.sent.append((message, delay_seconds))
             match message:
                 case MaterializeSlice(image_slice):
                     self.slices.append(image_slice)
@@ -347,6 +495,8 @@ class FakeQueue:
                     self.settled.append((request_id, image_id))
                 case DeliverWebhook(request_id):
                     self.webhooks.append((request_id, delay_seconds))
+                case Sweep():
+                    pass
                 case _:
                     assert_never(message)
 
@@ -435,7 +585,9 @@ class FakeWorld:
 
 def fake_world(settings: Settings | None = None) -> FakeWorld:
     clock = FakeClock()
-    requests, images, deliveries = FakeRequests(), FakeImages(clock), FakeDeliveries()
+    times = UpdateTimes()
+    requests, images = FakeRequests(times), FakeImages(clock, times)
+    deliveries = FakeDeliveries(times)
     requests.deliveries = deliveries
     blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
     webhooks, guard = FakeWebhookTransport(), FakeGuard()

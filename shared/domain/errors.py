@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     CORRUPT_IMAGE = "corrupt_image"
     # Ours
     STORAGE_ERROR = "storage_error"
+    WORKER_LOST = "worker_lost"  # every attempt ended with its worker dead, no outcome
     INTERNAL = "internal"
 
 

@@ -47,18 +47,22 @@ class MaterializeSlice:
     LANE: ClassVar[Lane] = Lane.FAN_OUT
 
     slice: ImageSlice
+    # 0 for the upload's fan-out; n when the sweeper re-drives the request the n-th time (a
+    # new name for the queue, whose names of finished tasks stay taken for a while).
+    round: int = 0
 
     def fields(self) -> dict[str, Any]:
         s = self.slice
         # Compact rows instead of objects: a slice of 500 jobs stays far below Cloud Tasks'
         # 1 MB task limit even with long URLs.
-        return {
+        fields: dict[str, Any] = {
             "slice": {
                 "request_id": s.request_id,
                 "index": s.index,
                 "jobs": [[j.image_id, j.row, j.position, j.serial, j.url] for j in s.jobs],
             }
         }
+        return fields | ({"round": self.round} if self.round else {})
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> MaterializeSlice:
@@ -75,10 +79,11 @@ class MaterializeSlice:
             )
             for image_id, row, position, serial, url in raw["jobs"]
         )
-        return cls(ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs))
+        slice_ = ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs)
+        return cls(slice_, int(fields.get("round", 0)))
 
     def dedup_key(self) -> str | None:
-        return f"{self.slice.request_id}/{self.slice.index}"
+        return f"{self.slice.request_id}/{self.slice.index}/{self.round}"
 
 
 @dataclass(frozen=True)
@@ -90,16 +95,20 @@ class ProcessImage:
 
     request_id: str
     image_id: str
+    # 0 for the fan-out's task; n when the sweeper re-drives the image's request the n-th
+    # time. A re-driven attempt is counted before the work: its predecessor may have died in it.
+    round: int = 0
 
     def fields(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "image_id": self.image_id}
+        fields = {"request_id": self.request_id, "image_id": self.image_id}
+        return fields | ({"round": self.round} if self.round else {})
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> ProcessImage:
-        return cls(str(fields["request_id"]), str(fields["image_id"]))
+        return cls(str(fields["request_id"]), str(fields["image_id"]), int(fields.get("round", 0)))
 
     def dedup_key(self) -> str | None:
-        return f"{self.request_id}/{self.image_id}"
+        return f"{self.request_id}/{self.image_id}/{self.round}"
 
 
 @dataclass(frozen=True)
@@ -134,23 +143,50 @@ class DeliverWebhook:
     LANE: ClassVar[Lane] = Lane.FINALIZE
 
     request_id: str
+    # The moment this message was queued for (an attempt's due time), when it was queued for
+    # one: copies queued for the same moment are the same work, and a queue that names tasks
+    # keeps one. The delivery's own claim keeps two copies from sending at once anyway.
+    due: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"request_id": self.request_id}
+        return {"request_id": self.request_id} | ({"due": self.due} if self.due else {})
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> DeliverWebhook:
-        return cls(str(fields["request_id"]))
+        due = fields.get("due")
+        return cls(str(fields["request_id"]), str(due) if due else None)
 
     def dedup_key(self) -> str | None:
-        # Each retry is a new task; the delivery's own claim keeps two from sending at once.
+        return f"{self.request_id}@{self.due}" if self.due else None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Look through Firestore for work whose message was lost, and queue it again.
+
+    Sent on a timer: by Cloud Scheduler in production, by the local ticker locally.
+    """
+
+    KIND: ClassVar[str] = "sweep"
+    # Handled by `process_image` in production, like the fan-out work it re-drives.
+    LANE: ClassVar[Lane] = Lane.FAN_OUT
+
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Sweep:
+        return cls()
+
+    def dedup_key(self) -> str | None:
         return None
 
 
-Message = MaterializeSlice | ProcessImage | ImageSettled | DeliverWebhook
+Message = MaterializeSlice | ProcessImage | ImageSettled | DeliverWebhook | Sweep
 
 KINDS: dict[str, type[Message]] = {
-    kind.KIND: kind for kind in (MaterializeSlice, ProcessImage, ImageSettled, DeliverWebhook)
+    kind.KIND: kind
+    for kind in (MaterializeSlice, ProcessImage, ImageSettled, DeliverWebhook, Sweep)
 }
 
 

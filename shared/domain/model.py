@@ -37,6 +37,13 @@ def is_request_id(value: str) -> bool:
     return bool(_REQUEST_ID.match(value))
 
 
+_IMAGE_ID = re.compile(r"^[0-9]{7}-[0-9]{2}$")
+
+
+def is_image_id(value: str) -> bool:
+    return bool(_IMAGE_ID.match(value))
+
+
 def image_id(row: int, position: int) -> str:
     """Document id of the `position`-th URL of the `row`-th data row (both 0-based).
 
@@ -108,6 +115,9 @@ class ImageRecord:
     output_format: str | None = None
     output_bytes: int | None = None
     updated_at: datetime | None = None
+    # When a transient failure's retry is due: until then, a pending image is waiting on
+    # purpose, not lost (the sweeper leaves it alone).
+    retry_at: datetime | None = None
     # The store's marker of this version of the record (Firestore: its update time), used as
     # a precondition so that duplicated tasks never overwrite each other's outcome.
     version: object | None = field(default=None, compare=False)
@@ -142,6 +152,15 @@ class RequestRecord:
     # Final counts, written once at completion so that status of a finished request is one read.
     final_progress: Progress | None = None
     owner: str | None = None
+    # When the sweeper should look at this request next (None: never again), and how many
+    # times it has had to re-drive it (each time it waits twice as long before the next).
+    sweep_at: datetime | None = None
+    sweeps: int = 0
+    # Who is rendering the output CSV, until when: a finaliser that dies holding the claim
+    # blocks nobody for longer than that.
+    render_holder: str | None = None
+    render_until: datetime | None = None
+    version: object | None = field(default=None, compare=False)
 
 
 class DeliveryState(StrEnum):
@@ -173,3 +192,10 @@ class WebhookDelivery:
     next_attempt_at: datetime | None = None
     # Set while an attempt is under way so a duplicated task does not send it twice.
     claimed_until: datetime | None = None
+    version: object | None = field(default=None, compare=False)
+
+    def due_at(self) -> datetime | None:
+        """When the next attempt may be made: after the scheduled time and after any claim
+        (a live claim means another process is making an attempt right now)."""
+        moments = [m for m in (self.next_attempt_at, self.claimed_until) if m is not None]
+        return max(moments) if moments else None

@@ -21,7 +21,13 @@ from typing import Any
 
 from shared.domain.access import AccessDenied, ApiKeyring
 from shared.domain.csv_table import CsvInvalid
-from shared.domain.model import DeliveryAttempt, ImageRecord, WebhookDelivery, is_request_id
+from shared.domain.model import (
+    DeliveryAttempt,
+    ImageRecord,
+    WebhookDelivery,
+    is_image_id,
+    is_request_id,
+)
 from shared.domain.times import iso
 from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_upload
 from shared.usecases.report_status import (
@@ -291,6 +297,9 @@ def _decode_token(token: str) -> str:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError("bad page token") from exc
-    if not raw.startswith("after:"):
+    after = raw.removeprefix("after:")
+    # Only a token we made is accepted: anything else would reach the store as a document
+    # path (a slash in it makes Firestore refuse the query, a 500 for a client's typo).
+    if not raw.startswith("after:") or not is_image_id(after):
         raise ValueError("bad page token")
-    return raw.removeprefix("after:")
+    return after

@@ -19,6 +19,7 @@ from shared.domain.messages import (
     MaterializeSlice,
     Message,
     ProcessImage,
+    Sweep,
     from_payload,
 )
 from shared.entrypoints.http_api import ApiResponse, error, internal_error
@@ -27,6 +28,7 @@ from shared.usecases.fan_out import materialize_slice
 from shared.usecases.finalize_request import on_image_settled
 from shared.usecases.process_image import process_image
 from shared.usecases.services import Services
+from shared.usecases.sweep import sweep
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +40,23 @@ def handle(services: Services, message: Message, *, redelivered: bool = False) -
     `redelivered` says the platform handed this message out again (its worker may have died
     holding it)."""
     match message:
-        case MaterializeSlice(image_slice):
-            materialize_slice(services, image_slice)
+        case MaterializeSlice(image_slice, round_):
+            materialize_slice(services, image_slice, round_=round_)
             return {"materialized": len(image_slice.jobs)}
-        case ProcessImage(request_id, image_id):
-            state = process_image(services, request_id, image_id, redelivered=redelivered)
+        case ProcessImage(request_id, image_id, round_):
+            # A re-driven image, like a redelivered task, may follow an attempt whose worker
+            # died in it: its attempt is counted before the work.
+            count_first = redelivered or round_ > 0
+            state = process_image(services, request_id, image_id, count_first=count_first)
             return {"state": state.value}
         case ImageSettled(request_id, image_id):
             return {"finalized": on_image_settled(services, request_id, image_id)}
         case DeliverWebhook(request_id):
             delivered = deliver_webhook(services, request_id)
             return {"webhook": delivered.value if delivered else None}
+        case Sweep():
+            report = sweep(services)
+            return {"looked_at": report.looked_at, "redriven": len(report.redriven)}
         case _:
             assert_never(message)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from shared.domain.blob_layout import upload_path
 from shared.domain.csv_table import parse_product_csv
@@ -69,6 +70,8 @@ def accept_upload(
             updated_at=now,
             webhook_url=webhook,
             owner=owner,
+            # If every message about it is lost, the sweeper still finds it then.
+            sweep_at=now + timedelta(seconds=services.settings.stall_after),
         )
     )
     try:

@@ -48,13 +48,18 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
         yield ImageSlice(request_id, index, tuple(jobs))
 
 
-def queue_slices(services: Services, request_id: str, table: ProductTable) -> None:
-    """Queue every slice of the request; raises when they could not all be queued."""
-    services.queue.send([MaterializeSlice(s) for s in plan_slices(request_id, table)])
+def queue_slices(
+    services: Services, request_id: str, table: ProductTable, *, round_: int = 0
+) -> None:
+    """Queue every slice of the request (again, in the sweeper's round `round_`); raises when
+    they could not all be queued."""
+    services.queue.send([MaterializeSlice(s, round=round_) for s in plan_slices(request_id, table)])
 
 
-def materialize_slice(services: Services, image_slice: ImageSlice) -> None:
+def materialize_slice(services: Services, image_slice: ImageSlice, *, round_: int = 0) -> None:
     records = services.images.create_missing(image_slice.jobs)
     pending = [r.image_id for r in records if r.state is ImageState.PENDING]
     if pending:
-        services.queue.send([ProcessImage(image_slice.request_id, i) for i in pending])
+        services.queue.send(
+            [ProcessImage(image_slice.request_id, i, round=round_) for i in pending]
+        )

@@ -1,14 +1,18 @@
 """Finalise a request once its last image has settled: output CSV, status, webhook.
 
 Called for every image that reaches a terminal state (the Firestore trigger in production, a
-Celery task locally), at least once and in any order. The completion check reads only cheap
-queries, and the transition is a conditional write on the request document, so however many
-calls race, exactly one writes `completed` and queues the one webhook message.
+Celery task locally), and by the sweeper, at least once and in any order. The completion check
+reads only cheap queries; rendering is claimed with a lease, so concurrent events render once
+and a finaliser that dies holding the claim blocks others only until it expires; and the
+transition is a conditional write on the request document, so however many calls race,
+exactly one writes `completed` and queues the one webhook message.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import datetime, timedelta
 
 from shared.domain import webhook
 from shared.domain.blob_layout import output_csv_path
@@ -27,6 +31,10 @@ from shared.usecases.uploaded_csv import InputLost, read_uploaded_table
 
 log = logging.getLogger(__name__)
 
+# How long a finaliser may hold the render before another may take over: a render of the
+# largest request reads 100,000 image documents and writes the CSV, well within this.
+RENDER_LEASE = 300.0
+
 
 def on_image_settled(services: Services, request_id: str, image_id: str) -> bool:
     """Returns True when this call finalised the request."""
@@ -41,18 +49,31 @@ def on_image_settled(services: Services, request_id: str, image_id: str) -> bool
     if request.status is not RequestStatus.IN_PROGRESS:
         _redispatch_webhook(services, request_id)
         return False
-    # No pending image, but images are created slice by slice: all of them must exist.
+    # Images are created slice by slice, and only ever added: once all of them exist, a
+    # second look for pending ones sees every image. (Looking for pending ones first and
+    # counting after could miss a slice committed in between.)
     if services.images.count(request_id) < request.total_images:
+        return False
+    if services.images.has_pending(request_id):
         return False
     return complete_request(services, request)
 
 
 def complete_request(services: Services, request: RequestRecord) -> bool:
+    now = services.clock.now()
+    if request.render_holder and request.render_until and request.render_until > now:
+        return False  # another finaliser is rendering; if it dies, the sweeper takes over
+    holder = uuid.uuid4().hex
+    claimed = services.requests.claim_render(
+        request, holder=holder, until=now + timedelta(seconds=RENDER_LEASE)
+    )
+    if claimed is None:
+        return False  # someone wrote the request meanwhile: a racer claimed it, or settled it
     request_id = request.request_id
     try:
-        table = read_uploaded_table(services, request)
+        table = read_uploaded_table(services, claimed)
     except InputLost as lost:
-        return fail_request(services, request_id, lost.code, lost.message)
+        return fail_request(services, request_id, lost.code, lost.message, holder=holder)
     slots: list[list[str | None]] = [[None] * len(row.urls) for row in table.rows]
     done = failed = 0
     for image in services.images.iterate(request_id):
@@ -67,8 +88,9 @@ def complete_request(services: Services, request: RequestRecord) -> bool:
     )
     settled = _settle(
         services,
-        request,
+        claimed,
         RequestStatus.COMPLETED,
+        holder=holder,
         csv_url=csv_url,
         output_path=path,
         progress=Progress(total=request.total_images, done=done, failed=failed),
@@ -78,7 +100,9 @@ def complete_request(services: Services, request: RequestRecord) -> bool:
     return settled
 
 
-def fail_request(services: Services, request_id: str, code: str, message: str) -> bool:
+def fail_request(
+    services: Services, request_id: str, code: str, message: str, *, holder: str | None = None
+) -> bool:
     """The request as a whole failed (not merely some images): no CSV, a `failed` webhook."""
     request = services.requests.get(request_id)
     if request is None:
@@ -87,6 +111,7 @@ def fail_request(services: Services, request_id: str, code: str, message: str) -
         services,
         request,
         RequestStatus.FAILED,
+        holder=holder,
         progress=services.images.progress(request_id, request.total_images),
         error_code=code,
         error_message=message,
@@ -101,6 +126,7 @@ def _settle(
     request: RequestRecord,
     status: RequestStatus,
     *,
+    holder: str | None,
     progress: Progress,
     csv_url: str | None = None,
     output_path: str | None = None,
@@ -108,21 +134,29 @@ def _settle(
     error_message: str | None = None,
 ) -> bool:
     """Make the one transition out of `in progress`; only the caller that made it queues the
-    webhook message, so however many race, one message goes out."""
+    webhook message, so however many race, one message goes out. If that message is lost
+    (the caller dies before queueing it), the sweeper finds the delivery due: the request
+    keeps a `sweep_at` until its webhook is delivered or given up."""
     delivery = _delivery(request, status, csv_url)
     settled = services.requests.settle(
         request.request_id,
+        holder=holder,
         completed=status is RequestStatus.COMPLETED,
         csv_url=csv_url,
         output_path=output_path,
         progress=progress,
         delivery=delivery,
+        sweep_at=_watch_delivery(services) if delivery is not None else None,
         error_code=error_code,
         error_message=error_message,
     )
     if settled and delivery is not None:
         services.queue.send([DeliverWebhook(request.request_id)])
     return settled
+
+
+def _watch_delivery(services: Services) -> datetime:
+    return services.clock.now() + timedelta(seconds=services.settings.sweep_grace)
 
 
 def _delivery(

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.model import ImageState
+from shared.domain.model import ImageRecord, ImageState
 from shared.ports import Attempt
 from shared.usecases.services import Services
 
@@ -45,24 +46,54 @@ def fetch_host(url: str) -> str:
 
 
 def process_image(
-    services: Services, request_id: str, image_id: str, *, redelivered: bool = False
+    services: Services, request_id: str, image_id: str, *, count_first: bool = False
 ) -> ImageState:
     """Raises RetryLater when a transient failure deserves another attempt.
 
-    `redelivered` says the platform handed this task out again (its worker may have died in
-    it); only then is the attempt counted before the work. The usual path costs one read and
-    one write of the image document.
+    `count_first` says this attempt may follow one whose worker died in it (the platform
+    handed the task out again, or the sweeper re-drove it): the attempt is then counted
+    before the work, so an image that kills its worker runs out of attempts. The usual path
+    costs one read and one write of the image document.
     """
-    record = services.images.get(request_id, image_id)
-    if record is None:
-        # Tasks are queued only after their image is created; this is a stray duplicate of a
-        # request that no longer exists.
-        log.warning("image %s/%s does not exist; dropping the task", request_id, image_id)
-        return ImageState.FAILED
-    if record.state.terminal:
-        services.events.image_settled(request_id, image_id)
-        return record.state
+    for _ in range(8):
+        record = services.images.get(request_id, image_id)
+        if record is None:
+            # Tasks are queued only after their image is created; this is a stray duplicate
+            # of a request that no longer exists.
+            log.warning("image %s/%s does not exist; dropping the task", request_id, image_id)
+            return ImageState.FAILED
+        if record.state.terminal:
+            services.events.image_settled(request_id, image_id)
+            return record.state
+        if record.attempts >= services.settings.image_max_attempts:
+            # Every counted attempt ended without an outcome: each time, the process working
+            # on it died (an image that crashes its decoder, a worker killed for memory).
+            return _give_up(services, record)
+        state = _attempt(services, record, count_first=count_first)
+        if state is not None:
+            return state
+        # The image changed between our read and our first write: read it again.
+    raise RuntimeError(f"image {request_id}/{image_id} kept changing under its task")
 
+
+def _give_up(services: Services, record: ImageRecord) -> ImageState:
+    message = f"gave up after {record.attempts} attempts; the worker died while processing it" + (
+        f" (the last error was: {record.error_message})" if record.error_message else ""
+    )
+    services.images.record_failed(
+        Attempt(record.attempts, record.version),
+        record.request_id,
+        record.image_id,
+        code=ErrorCode.WORKER_LOST.value,
+        message=message,
+    )
+    services.events.image_settled(record.request_id, record.image_id)
+    return ImageState.FAILED
+
+
+def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> ImageState | None:
+    """One attempt at the image; None when it changed before the attempt could begin."""
+    request_id, image_id = record.request_id, record.image_id
     # Taken before the attempt starts: an image turned away because its host is busy has not
     # been tried, so it does not use up one of its attempts.
     slot = services.fetch_limiter.acquire(fetch_host(record.input_url), wait=SLOT_WAIT)
@@ -71,10 +102,13 @@ def process_image(
             "too many fetches in progress", after_seconds=BUSY_RETRY * (1 + random.random())
         )
     try:
-        attempt = services.images.begin_attempt(record, count_now=redelivered)
+        attempt = services.images.begin_attempt(record, count_now=count_first)
     except BaseException:
         slot.release()
         raise
+    if attempt is None:
+        slot.release()
+        return None
     try:
         try:
             fetched = services.fetcher.fetch(record.input_url)
@@ -125,6 +159,7 @@ def process_image(
             final_message=f"internal error (id {error_id})",
             hint=None,
         )
+    # Whatever this attempt recorded (or found recorded by a duplicate), the image has settled.
     services.events.image_settled(request_id, image_id)
     return state
 
@@ -142,9 +177,17 @@ def _retry_or_fail(
 ) -> ImageState:
     """Another attempt while there are attempts left (raises RetryLater), else fail for good."""
     if attempt.number < services.settings.image_max_attempts:
-        services.images.record_retry(
-            attempt, request_id, image_id, code=code, message=retry_message
+        delay = retry_delay(attempt.number, hint)
+        recorded = services.images.record_retry(
+            attempt,
+            request_id,
+            image_id,
+            code=code,
+            message=retry_message,
+            retry_at=services.clock.now() + timedelta(seconds=delay),
         )
-        raise RetryLater(retry_message, after_seconds=retry_delay(attempt.number, hint))
+        if recorded:
+            raise RetryLater(retry_message, after_seconds=delay)
+        return ImageState.PENDING  # a duplicate recorded an outcome meanwhile; it stands
     services.images.record_failed(attempt, request_id, image_id, code=code, message=final_message)
     return ImageState.FAILED

@@ -8,6 +8,7 @@ Tests that take `base_url` run once per profile; those about Celery itself run l
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import signal
@@ -260,3 +261,15 @@ def test_a_request_whose_queued_work_was_lost_still_completes(
     status = wait_until_finished(gateway_url, request_id, timeout=60)
     assert status["status"] == "completed"
     assert status["progress"] == {"total": 2, "done": 2, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("after", ["", "a/b", "0000000-00/images/x", "../../x", "x" * 300])
+def test_a_page_token_we_did_not_make_is_a_400_not_a_500(base_url: str, after: str) -> None:
+    csv_bytes = b"Serial Number,Product Name,Input Image Urls\n1,Lamp,http://127.0.0.1:9/a.jpg\n"
+    request_id = upload(base_url, csv_bytes).json()["request_id"]
+    token = base64.urlsafe_b64encode(f"after:{after}".encode()).decode().rstrip("=")
+    answer = requests.get(
+        f"{base_url}/status/{request_id}", params={"details": "1", "page_token": token}, timeout=10
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_query"

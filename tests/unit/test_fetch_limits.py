@@ -88,7 +88,7 @@ def test_even_a_redelivered_image_is_not_counted_while_its_host_is_busy() -> Non
     w.fetch_limiter.full = True
     for _ in range(10):  # many more than IMAGE_MAX_ATTEMPTS
         with pytest.raises(RetryLater):
-            process_image(w.services, request_id, image_id, redelivered=True)
+            process_image(w.services, request_id, image_id, count_first=True)
     record = w.images.get(request_id, image_id)
     assert record is not None and record.attempts == 0
 

@@ -294,9 +294,12 @@ def test_failed_webhook_attempts_follow_the_schedule_then_give_up() -> None:
     w.webhooks.statuses = [500, None, 503]
     assert deliver_webhook(w.services, request_id) is DeliveryState.PENDING
     assert w.queue.webhooks == [(request_id, 5)]
-    # Not due yet: a duplicate task does nothing.
-    assert deliver_webhook(w.services, request_id) is None
-    w.clock.advance(5)
+    # Not due yet: a duplicate task sends nothing, and comes back when it is due.
+    w.clock.advance(2)
+    assert deliver_webhook(w.services, request_id) is DeliveryState.PENDING
+    assert w.queue.webhooks == [(request_id, 5), (request_id, 3)]
+    assert len(w.webhooks.sent) == 1
+    w.clock.advance(3)
     assert deliver_webhook(w.services, request_id) is DeliveryState.PENDING
     assert w.queue.webhooks[-1] == (request_id, 60)
     w.clock.advance(60)
@@ -316,12 +319,19 @@ def test_failed_webhook_attempts_follow_the_schedule_then_give_up() -> None:
 def test_a_claimed_attempt_is_not_made_twice_by_a_duplicate_task() -> None:
     w = world()
     request_id = completed_with_webhook(w)
-    claimed = w.deliveries.claim(request_id, now=w.clock.now(), lease_seconds=40)
+    delivery = w.deliveries.get(request_id)
+    assert delivery is not None
+    claimed = w.deliveries.claim(delivery, now=w.clock.now(), lease_seconds=40)
     assert claimed is not None
-    assert deliver_webhook(w.services, request_id) is None
+    w.queue.webhooks.clear()
+    # Another process holds the attempt: this copy sends nothing, and comes back when the
+    # claim runs out, instead of being finished for good.
+    assert deliver_webhook(w.services, request_id) is DeliveryState.PENDING
     assert not w.webhooks.sent
-    w.clock.advance(41)  # the claimant died: its lease ran out
+    assert w.queue.webhooks == [(request_id, 40)]
+    w.clock.advance(40)  # the claimant died: its lease ran out
     assert deliver_webhook(w.services, request_id) is DeliveryState.DELIVERED
+    assert len(w.webhooks.sent) == 1
 
 
 # ---- status --------------------------------------------------------------------------------

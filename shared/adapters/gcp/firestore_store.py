@@ -13,6 +13,7 @@ Firestore's sustained one-write-per-second guidance whatever the size of the req
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +46,7 @@ MAX_BATCH = 500
 PAGE = 1000
 
 
-def _request_from(data: dict[str, Any]) -> RequestRecord:
+def _request_from(data: dict[str, Any], version: object | None = None) -> RequestRecord:
     final = data.get("final_progress")
     return RequestRecord(
         request_id=data["request_id"],
@@ -63,6 +64,11 @@ def _request_from(data: dict[str, Any]) -> RequestRecord:
         error_message=data.get("error_message"),
         final_progress=Progress(**final) if final else None,
         owner=data.get("owner"),
+        sweep_at=data.get("sweep_at"),
+        sweeps=data.get("sweeps", 0),
+        render_holder=data.get("render_holder"),
+        render_until=data.get("render_until"),
+        version=version,
     )
 
 
@@ -89,6 +95,7 @@ def _image_from(data: dict[str, Any], version: object | None = None) -> ImageRec
         output_format=data.get("output_format"),
         output_bytes=data.get("output_bytes"),
         updated_at=data.get("updated_at"),
+        retry_at=data.get("retry_at"),
         version=version,
     )
 
@@ -104,7 +111,7 @@ def _attempt_to(attempt: DeliveryAttempt) -> dict[str, Any]:
     }
 
 
-def _delivery_from(data: dict[str, Any]) -> WebhookDelivery:
+def _delivery_from(data: dict[str, Any], version: object | None = None) -> WebhookDelivery:
     return WebhookDelivery(
         request_id=data["request_id"],
         message_id=data["message_id"],
@@ -114,7 +121,14 @@ def _delivery_from(data: dict[str, Any]) -> WebhookDelivery:
         attempts=tuple(DeliveryAttempt(**a) for a in data.get("attempts", [])),
         next_attempt_at=data.get("next_attempt_at"),
         claimed_until=data.get("claimed_until"),
+        version=version,
     )
+
+
+def _precondition(db: Any, version: object | None) -> Any:
+    """The write option that makes a write conditional on the version read (the document's
+    update time): Firestore refuses it with FailedPrecondition if anyone wrote since."""
+    return db.write_option(last_update_time=version)
 
 
 class FirestoreRequests:
@@ -137,31 +151,70 @@ class FirestoreRequests:
                 "updated_at": record.updated_at,
                 "webhook_url": record.webhook_url,
                 "owner": record.owner,
+                "sweep_at": record.sweep_at,
+                "sweeps": record.sweeps,
             }
         )
 
     def get(self, request_id: str) -> RequestRecord | None:
         snap = self._ref(request_id).get()
-        return _request_from(snap.to_dict()) if snap.exists else None
+        return _request_from(snap.to_dict(), snap.update_time) if snap.exists else None
 
-    def in_progress(self, limit: int) -> list[RequestRecord]:
+    def due_for_sweep(
+        self, now: datetime, *, after: RequestRecord | None, limit: int
+    ) -> list[RequestRecord]:
+        # A range and an order on the same field, then the id: the single-field index on
+        # sweep_at serves it. Settled requests with nothing left to watch have no sweep_at
+        # (null) and never match, so an idle sweep reads nothing, however many requests
+        # have ever finished.
         query = (
             self._db.collection(REQUESTS)
-            .where(filter=FieldFilter("status", "==", RequestStatus.IN_PROGRESS.value))
+            .where(filter=FieldFilter("sweep_at", "<=", now))
+            .order_by("sweep_at")
+            .order_by("__name__")
             .limit(limit)
         )
-        records = [_request_from(snap.to_dict() or {}) for snap in query.get()]
-        return sorted(records, key=lambda r: r.created_at)
+        if after is not None:
+            query = query.start_after([after.sweep_at, self._ref(after.request_id)])
+        return [_request_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
+
+    def _update_if_unchanged(self, record: RequestRecord, fields: dict[str, Any]) -> Any:
+        """The write result, or None when the request changed since `record` was read."""
+        try:
+            return self._ref(record.request_id).update(
+                fields, option=_precondition(self._db, record.version)
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return None
+
+    def reschedule_sweep(
+        self, record: RequestRecord, *, sweep_at: datetime | None, sweeps: int
+    ) -> bool:
+        return (
+            self._update_if_unchanged(record, {"sweep_at": sweep_at, "sweeps": sweeps}) is not None
+        )
+
+    def claim_render(
+        self, record: RequestRecord, *, holder: str, until: datetime
+    ) -> RequestRecord | None:
+        result = self._update_if_unchanged(record, {"render_holder": holder, "render_until": until})
+        if result is None:
+            return None
+        return dataclasses.replace(
+            record, render_holder=holder, render_until=until, version=result.update_time
+        )
 
     def settle(
         self,
         request_id: str,
         *,
+        holder: str | None,
         completed: bool,
         csv_url: str | None,
         output_path: str | None,
         progress: Progress,
         delivery: WebhookDelivery | None,
+        sweep_at: datetime | None,
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> bool:
@@ -172,10 +225,12 @@ class FirestoreRequests:
         # condition that nobody wrote it since. A transaction would lock the document, and a
         # finaliser killed inside one leaves the lock behind until Firestore expires it; every
         # other finaliser then times out (seen in the crash test). A precondition holds no lock.
-        for _ in range(5):
+        for _ in range(8):
             snap = ref.get()
             if not snap.exists or snap.get("status") != RequestStatus.IN_PROGRESS.value:
                 return False
+            if holder is not None and (snap.to_dict() or {}).get("render_holder") != holder:
+                return False  # our claim expired and another finaliser took over
             batch = self._db.batch()
             batch.update(
                 ref,
@@ -192,8 +247,10 @@ class FirestoreRequests:
                         "done": progress.done,
                         "failed": progress.failed,
                     },
+                    "sweep_at": sweep_at,
+                    "render_until": None,
                 },
-                option=self._db.write_option(last_update_time=snap.update_time),
+                option=_precondition(self._db, snap.update_time),
             )
             if delivery is not None:
                 batch.set(
@@ -212,7 +269,7 @@ class FirestoreRequests:
             try:
                 batch.commit()
             except gexc.FailedPrecondition:
-                continue  # written meanwhile: read again and see who settled it
+                continue  # written meanwhile (a sweep note, another finaliser): look again
             return True
         raise RuntimeError(f"request {request_id} kept changing under the finaliser")
 
@@ -280,39 +337,62 @@ class FirestoreImages:
         snap = self._collection(request_id).document(image_id).get()
         return _image_from(snap.to_dict(), snap.update_time) if snap.exists else None
 
-    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt:
+    def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt | None:
         number = record.attempts + 1
         if not count_now:
             return Attempt(number, record.version)
         ref = self._collection(record.request_id).document(record.image_id)
-        result = ref.update({"attempts": number, "updated_at": self._clock.now()})
+        try:
+            result = ref.update(
+                {"attempts": number, "updated_at": self._clock.now()},
+                option=_precondition(self._db, record.version),
+            )
+        except gexc.FailedPrecondition:
+            return None  # another copy wrote meanwhile: the caller reads again
         return Attempt(number, result.update_time)
 
     def record_retry(
-        self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
-        self._record(
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        *,
+        code: str,
+        message: str,
+        retry_at: datetime,
+    ) -> bool:
+        return self._record(
             attempt,
             request_id,
             image_id,
-            {"error_code": code, "error_message": message},
+            {"error_code": code, "error_message": message, "retry_at": retry_at},
         )
 
     def _record(
         self, attempt: Attempt, request_id: str, image_id: str, fields: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Write what an attempt found, on condition that the image is as the attempt last
+        saw it; when someone wrote meanwhile, read again: an image that is no longer pending
+        keeps its outcome (the first one stands), one still pending gets this write on
+        condition that it is still as just read. A stale copy can never overwrite."""
         ref = self._collection(request_id).document(image_id)
-        fields = {**fields, "attempts": attempt.number, "updated_at": self._clock.now()}
-        if attempt.version is not None:
-            try:
-                ref.update(fields, option=self._db.write_option(last_update_time=attempt.version))
-                return
-            except gexc.FailedPrecondition:
-                pass  # someone else wrote meanwhile: see below
-        snap = ref.get()
-        if snap.exists and ImageState(snap.get("state")).terminal:
-            return  # a duplicate task already recorded a result; the first one stands
-        ref.update(fields)
+        version = attempt.version
+        counted = attempt.number
+        for _ in range(8):
+            if version is not None:
+                values = {**fields, "attempts": counted, "updated_at": self._clock.now()}
+                try:
+                    ref.update(values, option=_precondition(self._db, version))
+                    return True
+                except gexc.FailedPrecondition:
+                    pass
+            snap = ref.get()
+            if not snap.exists or ImageState(snap.get("state")).terminal:
+                return False
+            # Another copy counted attempts meanwhile: keep the larger count.
+            counted = max(attempt.number, int((snap.to_dict() or {}).get("attempts", 0)))
+            version = snap.update_time
+        raise RuntimeError(f"image {request_id}/{image_id} kept changing under its attempt")
 
     def record_done(
         self,
@@ -324,8 +404,8 @@ class FirestoreImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> None:
-        self._record(
+    ) -> bool:
+        return self._record(
             attempt,
             request_id,
             image_id,
@@ -344,17 +424,23 @@ class FirestoreImages:
                 "animated": image.animated,
                 "error_code": None,
                 "error_message": None,
+                "retry_at": None,
             },
         )
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> None:
-        self._record(
+    ) -> bool:
+        return self._record(
             attempt,
             request_id,
             image_id,
-            {"state": ImageState.FAILED.value, "error_code": code, "error_message": message},
+            {
+                "state": ImageState.FAILED.value,
+                "error_code": code,
+                "error_message": message,
+                "retry_at": None,
+            },
         )
 
     def _where_state(self, request_id: str, state: ImageState) -> Any:
@@ -363,9 +449,12 @@ class FirestoreImages:
     def has_pending(self, request_id: str) -> bool:
         return bool(self._where_state(request_id, ImageState.PENDING).limit(1).get())
 
-    def pending_ids(self, request_id: str, limit: int) -> list[str]:
-        query = self._where_state(request_id, ImageState.PENDING).select([]).limit(limit)
-        return [snap.id for snap in query.get()]
+    def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+        collection = self._collection(request_id)
+        query = self._where_state(request_id, ImageState.PENDING).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after([collection.document(after)])
+        return [_image_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
 
     def _count(self, query: Any) -> int:
         result = query.count().get()
@@ -395,7 +484,7 @@ class FirestoreImages:
         query = collection.order_by("__name__").limit(limit)
         if after is not None:
             query = query.start_after([collection.document(after)])
-        return [_image_from(snap.to_dict()) for snap in query.get()]
+        return [_image_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
 
     def last_update(self, request_id: str) -> datetime | None:
         query = self._collection(request_id).order_by(
@@ -419,46 +508,41 @@ class FirestoreDeliveries:
 
     def get(self, request_id: str) -> WebhookDelivery | None:
         snap = self._ref(request_id).get()
-        return _delivery_from(snap.to_dict()) if snap.exists else None
+        return _delivery_from(snap.to_dict(), snap.update_time) if snap.exists else None
 
     def claim(
-        self, request_id: str, *, now: datetime, lease_seconds: float
+        self, delivery: WebhookDelivery, *, now: datetime, lease_seconds: float
     ) -> WebhookDelivery | None:
-        ref = self._ref(request_id)
         # A conditional write, not a transaction, for the reason given in settle(): a
         # claimant killed mid-transaction would lock every other claimant out.
-        snap = ref.get()
-        if not snap.exists:
-            return None
-        delivery = _delivery_from(snap.to_dict() or {})
-        if delivery.state is not DeliveryState.PENDING:
-            return None
-        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-            return None
-        if delivery.claimed_until is not None and delivery.claimed_until > now:
-            return None
+        until = now + timedelta(seconds=lease_seconds)
         try:
-            ref.update(
-                {"claimed_until": now + timedelta(seconds=lease_seconds)},
-                option=self._db.write_option(last_update_time=snap.update_time),
+            result = self._ref(delivery.request_id).update(
+                {"claimed_until": until},
+                option=_precondition(self._db, delivery.version),
             )
-        except gexc.FailedPrecondition:
+        except (gexc.FailedPrecondition, gexc.NotFound):
             return None  # another claimant wrote first: the attempt is theirs
-        return delivery
+        return dataclasses.replace(delivery, claimed_until=until, version=result.update_time)
 
     def record_attempt(
         self,
-        request_id: str,
+        claimed: WebhookDelivery,
         attempt: DeliveryAttempt,
         *,
         state: DeliveryState,
         next_attempt_at: datetime | None,
-    ) -> None:
-        self._ref(request_id).update(
-            {
-                "attempts": firestore.ArrayUnion([_attempt_to(attempt)]),
-                "state": state.value,
-                "next_attempt_at": next_attempt_at,
-                "claimed_until": None,
-            }
-        )
+    ) -> bool:
+        try:
+            self._ref(claimed.request_id).update(
+                {
+                    "attempts": firestore.ArrayUnion([_attempt_to(attempt)]),
+                    "state": state.value,
+                    "next_attempt_at": next_attempt_at,
+                    "claimed_until": None,
+                },
+                option=_precondition(self._db, claimed.version),
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True

@@ -6,8 +6,10 @@ Functions never need it.
 
 Delays (image retries, webhook retries hours apart) are not Celery ETAs: a worker holds an ETA
 task unacknowledged, and Redis hands it to someone else once the visibility timeout passes,
-which would duplicate every long delay. They wait in a Redis sorted set instead, and a beat
-task (`release_due`, every second) queues them when they fall due.
+which would duplicate every long delay. They wait in a Redis sorted set instead, and the local
+ticker (`local_profile/ticker.py`, a supervised process of its own, not Celery's embedded
+beat) queues them when they fall due. Redis keeps nothing across a restart here: whatever it
+forgets, the sweeper finds again from Firestore.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ from shared.domain.messages import ImageSettled, Lane, Message, to_payload
 # Every queued message travels as the one Celery task `imgsvc.run`, its payload the message's
 # JSON (shared.domain.messages): the worker decodes it and hands it to the one task handler.
 TASK_RUN = "imgsvc.run"
-TASK_RELEASE = "imgsvc.release_due"
-TASK_RECOVER = "imgsvc.recover_stalled"
 QUEUE_CONTROL = "control"
 QUEUE_IMAGES = "images"
+QUEUES = (QUEUE_CONTROL, QUEUE_IMAGES)
 DELAYED_KEY = "imgsvc:delayed"
+# When a worker process last began a task (a Unix time): the worker's health probe compares
+# it with the queues, to catch a worker that is alive but no longer consuming.
+LAST_TASK_KEY = "imgsvc:worker:last_task_at"
 RELEASE_BATCH = 500
 
 
 def celery_config(
-    redis_url: str, visibility_timeout: float, restore_interval: float, recovery_interval: float
+    redis_url: str, visibility_timeout: float, restore_interval: float
 ) -> dict[str, Any]:
     return {
         "broker_url": redis_url,
@@ -54,18 +58,6 @@ def celery_config(
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "recover-stalled": {
-                "task": TASK_RECOVER,
-                "schedule": recovery_interval,
-                "options": {"queue": QUEUE_CONTROL, "expires": recovery_interval},
-            },
-            "release-due": {
-                "task": TASK_RELEASE,
-                "schedule": 1.0,
-                "options": {"queue": QUEUE_CONTROL, "expires": 5},
-            },
-        },
     }
 
 
@@ -78,7 +70,6 @@ def make_celery(settings: Settings) -> Any:
             settings.redis_url,
             settings.celery_visibility_timeout,
             settings.celery_restore_interval,
-            settings.recovery_interval,
         )
     )
     return app
@@ -129,8 +120,16 @@ class CeleryTaskQueue:
         self._redis.zadd(DELAYED_KEY, members)
 
     def backlog(self) -> int:
-        """Image tasks waiting in the queue (not counting those workers hold)."""
-        return int(self._redis.llen(QUEUE_IMAGES))
+        """Tasks waiting in the queues (not counting those workers hold)."""
+        return sum(int(self._redis.llen(queue)) for queue in QUEUES)
+
+    def task_began(self) -> None:
+        """Note that a worker process has just begun a task (see LAST_TASK_KEY)."""
+        self._redis.set(LAST_TASK_KEY, time.time())
+
+    def last_task_began(self) -> float | None:
+        raw = self._redis.get(LAST_TASK_KEY)
+        return float(raw) if raw is not None else None
 
     def release_due(self) -> int:
         """Queue what has fallen due. Sent before removed: a crash in between duplicates a
