@@ -138,14 +138,18 @@ class Stack(Processes):
             return url
         return self.start_redis()
 
-    def supervised(self, name: str, argv: list[str], probe: str | None = None) -> list[str]:
+    def supervised(
+        self, name: str, argv: list[str], probe: str | None = None, *, isolated: bool = False
+    ) -> list[str]:
         """`argv` run under `local_profile.supervise`: restarted when it dies (or its probe
         says it is stuck), each restart logged in the service's log; the child's pid is kept
-        in `<run_dir>/<name>.pid`."""
+        in `<run_dir>/<name>.pid`. `isolated`: the child does not inherit the PYTHONPATH the
+        supervisor needs (a staged function must import only its own folder's copy)."""
         return [
             sys.executable, "-m", "local_profile.supervise", "--name", name,
             "--pid-file", str(self.run_dir / f"{name}.pid"),
-            *(["--probe", probe] if probe else []), "--", *argv,
+            *(["--probe", probe] if probe else []), *(["--isolated"] if isolated else []),
+            "--", *argv,
         ]  # fmt: skip
 
     def child_pid(self, name: str) -> int:
@@ -242,15 +246,22 @@ class Stack(Processes):
             str(binary), "--target", name, "--source", str(staged / name / "main.py"),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
-        self.spawn(f"fn-{name}", argv, env, cwd=staged / name, pythonpath=None)
+        # Supervised as Cloud Run replaces an instance that died.
+        self.spawn(
+            f"fn-{name}",
+            self.supervised(f"fn-{name}", argv, isolated=True),
+            env,
+            cwd=staged / name,
+        )
         url = f"http://127.0.0.1:{port}/"
         self.services[f"fn-{name}"].url = url
         self.wait(f"fn-{name}", lambda: tcp_open(port), 60)
         return url
 
     def start_cloud_profile(self, gateway_port: int | None = None) -> str:
-        """The four functions from their staged folders, Cloud Tasks emulated, an Eventarc
-        stand-in for the Firestore trigger, and a Hosting stand-in on the gateway port."""
+        """The four functions from their staged folders, Cloud Tasks emulated, stand-ins for
+        Eventarc's Firestore trigger and Cloud Scheduler's sweep job, and a Hosting stand-in
+        on the gateway port."""
         from scripts.stage_functions import FUNCTIONS, stage
 
         staged = self.run_dir / "functions"
@@ -275,6 +286,14 @@ class Stack(Processes):
             {"IMGSVC_READY_FILE": str(ready_file)},
         )
         self.wait("eventarc", ready_file.exists, 30)
+        ready_file = self.run_dir / "scheduler.ready"
+        ready_file.unlink(missing_ok=True)
+        self.spawn(
+            "scheduler",
+            [sys.executable, "-m", "local_profile.scheduler", "--target", urls["process_image"]],
+            {"IMGSVC_READY_FILE": str(ready_file)},
+        )
+        self.wait("scheduler", ready_file.exists, 30)
         port = gateway_port or free_port()
         self.spawn(
             "hosting",

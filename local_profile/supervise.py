@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -53,11 +54,19 @@ def load_probe(spec: str) -> Probe:
 
 
 class Supervisor:
-    def __init__(self, name: str, argv: list[str], probe: Probe | None, pid_file: Path | None):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        probe: Probe | None,
+        pid_file: Path | None,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.argv = argv
         self.probe = probe
         self.pid_file = pid_file
+        self.env = env
         self.stopping = False
         self.child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -67,7 +76,7 @@ class Supervisor:
         self._end_child(signal.SIGTERM)
 
     def _start(self) -> float:
-        self.child = subprocess.Popen(self.argv)  # noqa: S603 (our own argv)
+        self.child = subprocess.Popen(self.argv, env=self.env)  # noqa: S603 (our own argv)
         if self.pid_file is not None:
             self.pid_file.write_text(str(self.child.pid))
         return time.monotonic()
@@ -137,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--probe", help="MODULE:FUNCTION returning why it is unhealthy")
     parser.add_argument("--pid-file", type=Path, help="where the child's pid is written")
+    parser.add_argument(
+        "--isolated", action="store_true", help="start the child without our PYTHONPATH"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -145,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s supervise: %(message)s"
     )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} if args.isolated else None
     supervisor = Supervisor(
-        args.name, command, load_probe(args.probe) if args.probe else None, args.pid_file
+        args.name, command, load_probe(args.probe) if args.probe else None, args.pid_file, env
     )
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
