@@ -21,6 +21,7 @@ from shared.adapters.gcp.firestore_store import (
     FirestoreImages,
     FirestoreRequests,
 )
+from shared.adapters.gcp.firestore_upload_keys import FirestoreUploadKeys
 from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 from shared.config import ConfigError, Limits, Settings
 from shared.ports import FetchLimiter, ImageCodec, ImageEvents, RateLimiter, TaskQueue
@@ -183,4 +184,5 @@ def build_services(settings: Settings | None = None, *, ensure_buckets: bool = F
         clock=clock,
         fetch_limiter=backend.fetch_limiter,
         upload_rate=backend.upload_rate,
+        upload_keys=FirestoreUploadKeys(db),
     )

@@ -16,6 +16,7 @@ from shared.domain.model import (
     ImageRecord,
     Progress,
     RequestRecord,
+    UploadKey,
     WebhookDelivery,
 )
 
@@ -176,6 +177,24 @@ class DeliveryRepository(Protocol):
     ) -> bool:
         """Append the attempt and release the claim, on condition that the claim is still
         this one; False when the claim expired and someone else took over."""
+        ...
+
+
+class UploadKeys(Protocol):
+    """Idempotency keys of uploads, kept for a day (SECURITY.md, docs/decisions.md)."""
+
+    def reserve(self, key: UploadKey) -> UploadKey | None:
+        """Create the key; None when it exists already."""
+        ...
+
+    def get(self, key_id: str) -> UploadKey | None: ...
+
+    def replace(self, current: UploadKey, new: UploadKey) -> UploadKey | None:
+        """Write `new` over `current` on condition that it is still as read; None if not."""
+        ...
+
+    def release(self, current: UploadKey) -> None:
+        """Forget the key (nothing was accepted under it), if it is still as read."""
         ...
 
 

@@ -37,6 +37,7 @@ from shared.domain.model import (
     Progress,
     RequestRecord,
     RequestStatus,
+    UploadKey,
     WebhookDelivery,
 )
 from shared.ports import Attempt, BlobMissing, FetchedImage, RateDecision, WebhookResponse
@@ -418,6 +419,40 @@ class FakeDeliveries:
         return True
 
 
+class FakeUploadKeys:
+    def __init__(self, times: UpdateTimes | None = None) -> None:
+        self.keys: dict[str, UploadKey] = {}
+        self._times = times or UpdateTimes()
+
+    def _put(self, key: UploadKey) -> UploadKey:
+        stored = dataclasses.replace(key, version=self._times.next())
+        self.keys[key.key_id] = stored
+        return stored
+
+    @atomic
+    def reserve(self, key: UploadKey) -> UploadKey | None:
+        if key.key_id in self.keys:
+            return None
+        return self._put(key)
+
+    @atomic
+    def get(self, key_id: str) -> UploadKey | None:
+        return self.keys.get(key_id)
+
+    @atomic
+    def replace(self, current: UploadKey, new: UploadKey) -> UploadKey | None:
+        stored = self.keys.get(current.key_id)
+        if stored is None or stored.version != current.version:
+            return None
+        return self._put(new)
+
+    @atomic
+    def release(self, current: UploadKey) -> None:
+        stored = self.keys.get(current.key_id)
+        if stored is not None and stored.version == current.version:
+            del self.keys[current.key_id]
+
+
 class FakeBlobs:
     def __init__(self) -> None:
         self.uploads: dict[str, bytes] = {}
@@ -581,6 +616,7 @@ class FakeWorld:
     guard: FakeGuard
     fetch_limiter: FakeFetchLimiter
     upload_rate: FakeRateLimiter
+    upload_keys: FakeUploadKeys
 
 
 def fake_world(settings: Settings | None = None) -> FakeWorld:
@@ -592,6 +628,7 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
     blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
     webhooks, guard = FakeWebhookTransport(), FakeGuard()
     fetch_limiter, upload_rate = FakeFetchLimiter(), FakeRateLimiter()
+    upload_keys = FakeUploadKeys(times)
     services = Services(
         settings=settings or Settings(webhook_secrets=("whsec_" + "a2V5a2V5a2V5a2V5",)),
         requests=requests,
@@ -607,6 +644,7 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
         clock=clock,
         fetch_limiter=fetch_limiter,
         upload_rate=upload_rate,
+        upload_keys=upload_keys,
     )
     return FakeWorld(
         services,
@@ -621,6 +659,7 @@ def fake_world(settings: Settings | None = None) -> FakeWorld:
         guard,
         fetch_limiter,
         upload_rate,
+        upload_keys,
     )
 
 

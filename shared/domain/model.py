@@ -199,3 +199,23 @@ class WebhookDelivery:
         (a live claim means another process is making an attempt right now)."""
         moments = [m for m in (self.next_attempt_at, self.claimed_until) if m is not None]
         return max(moments) if moments else None
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """An `Idempotency-Key` a client sent with an upload, and what became of it.
+
+    `fingerprint` identifies the upload (its CSV and webhook), so the same key with another
+    body can be refused; `request_id` is the request the key stands for; `state` is
+    "processing" until the request is recorded, then "done" with the counts the 202 gave.
+    """
+
+    key_id: str
+    fingerprint: str
+    request_id: str
+    state: str
+    lease_until: datetime
+    expires_at: datetime
+    total_rows: int | None = None
+    total_images: int | None = None
+    version: object | None = field(default=None, compare=False)

@@ -64,6 +64,7 @@ def upload(services: Services, request: Request) -> Response:
             file=uploaded,
             webhook_url=(webhook_url or "").strip() or None,
             owner=caller.owner,
+            idempotency_key=request.headers.get("Idempotency-Key"),
         )
     )
 

@@ -30,6 +30,7 @@ from shared.domain.model import (
 )
 from shared.domain.times import iso
 from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_upload
+from shared.usecases.idempotent_upload import IdempotencyRefused, accept_upload_once, parse_key
 from shared.usecases.report_status import (
     DEFAULT_PAGE,
     StatusReport,
@@ -144,6 +145,7 @@ def upload(
     file: UploadedFile | None,
     webhook_url: str | None,
     owner: str | None = None,
+    idempotency_key: str | None = None,
 ) -> ApiResponse:
     if not is_multipart:
         return error(
@@ -156,8 +158,25 @@ def upload(
         return error(
             415, "unsupported_media_type", f"'file' is {declared}, expected a CSV (text/csv)"
         )
+    replayed = False
     try:
-        accepted = accept_upload(services, file.data, webhook_url=webhook_url, owner=owner)
+        if idempotency_key is None:
+            accepted = accept_upload(services, file.data, webhook_url=webhook_url, owner=owner)
+        else:
+            accepted, replayed = accept_upload_once(
+                services,
+                file.data,
+                key=parse_key(idempotency_key),
+                webhook_url=webhook_url,
+                owner=owner,
+            )
+    except IdempotencyRefused as refused:
+        answer = error(refused.status, refused.code, refused.message)
+        if refused.retry_after is not None:
+            return ApiResponse(
+                answer.status, answer.body, {"Retry-After": str(refused.retry_after)}
+            )
+        return answer
     except CsvInvalid as invalid:
         return error(
             400,
@@ -186,7 +205,8 @@ def upload(
             "rows": accepted.total_rows,
             "images": accepted.total_images,
         },
-        {"Location": location},
+        # As Stripe's API says it: this is the first request's answer, given again.
+        {"Location": location} | ({"Idempotent-Replayed": "true"} if replayed else {}),
     )
 
 

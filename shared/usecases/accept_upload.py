@@ -37,16 +37,23 @@ class Accepted:
     total_images: int
 
 
+def effective_webhook(services: Services, webhook_url: str | None) -> str | None:
+    return webhook_url or services.settings.default_webhook_url
+
+
 def accept_upload(
     services: Services,
     csv_bytes: bytes,
     *,
     webhook_url: str | None = None,
     owner: str | None = None,
+    request_id: str | None = None,
 ) -> Accepted:
-    """Raises CsvInvalid (every problem listed) or UploadRejected; nothing is stored then."""
+    """Raises CsvInvalid (every problem listed) or UploadRejected; nothing is stored then.
+
+    `request_id`: the id to record it under (an idempotent upload picks it before)."""
     table = parse_product_csv(csv_bytes, services.settings.limits)
-    webhook = webhook_url or services.settings.default_webhook_url
+    webhook = effective_webhook(services, webhook_url)
     if webhook:
         try:
             services.webhook_guard.check_url(webhook)
@@ -55,7 +62,7 @@ def accept_upload(
                 "invalid_webhook_url", f"webhook_url cannot be used: {failure.message}"
             ) from failure
 
-    request_id = new_request_id()
+    request_id = request_id or new_request_id()
     now = services.clock.now()
     path = upload_path(request_id)
     services.blobs.put_upload(path, csv_bytes, "text/csv")

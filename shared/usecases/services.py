@@ -18,6 +18,7 @@ from shared.ports import (
     RateLimiter,
     RequestRepository,
     TaskQueue,
+    UploadKeys,
     UrlGuard,
     WebhookTransport,
 )
@@ -44,3 +45,4 @@ class Services:
     clock: Clock
     fetch_limiter: FetchLimiter
     upload_rate: RateLimiter
+    upload_keys: UploadKeys

@@ -14,6 +14,7 @@ import json
 import signal
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -273,3 +274,30 @@ def test_a_page_token_we_did_not_make_is_a_400_not_a_500(base_url: str, after: s
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "invalid_query"
+
+
+def test_an_upload_retried_with_its_idempotency_key_is_one_request(
+    base_url: str, image_host: ImageHost
+) -> None:
+    csv_bytes = (
+        f"Serial Number,Product Name,Input Image Urls\n1,Lamp,{image_host.base_url}/front.jpg\n"
+    ).encode()
+    key = f'"{uuid.uuid4()}"'
+
+    def send(body: bytes) -> requests.Response:
+        return requests.post(
+            f"{base_url}/upload",
+            files={"file": ("products.csv", body, "text/csv")},
+            headers={"Idempotency-Key": key},
+            timeout=30,
+        )
+
+    first, again = send(csv_bytes), send(csv_bytes)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json()["request_id"] == first.json()["request_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = send(csv_bytes.replace(b"Lamp", b"Desk"))
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    status = wait_until_finished(base_url, first.json()["request_id"])
+    assert status["progress"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}

@@ -23,6 +23,7 @@ from shared.adapters.gcp.firestore_store import (
     FirestoreImages,
     FirestoreRequests,
 )
+from shared.adapters.gcp.firestore_upload_keys import FirestoreUploadKeys
 from shared.config import Settings
 from shared.domain.model import (
     CompressedImage,
@@ -33,13 +34,27 @@ from shared.domain.model import (
     Progress,
     RequestRecord,
     RequestStatus,
+    UploadKey,
     WebhookDelivery,
     image_id,
     new_request_id,
 )
-from shared.ports import Attempt, DeliveryRepository, ImageRepository, RequestRepository
+from shared.ports import (
+    Attempt,
+    DeliveryRepository,
+    ImageRepository,
+    RequestRepository,
+    UploadKeys,
+)
 from shared.usecases.services import SystemClock
-from tests.fakes import FakeClock, FakeDeliveries, FakeImages, FakeRequests, UpdateTimes
+from tests.fakes import (
+    FakeClock,
+    FakeDeliveries,
+    FakeImages,
+    FakeRequests,
+    FakeUploadKeys,
+    UpdateTimes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +64,7 @@ class Stores:
     requests: RequestRepository
     images: ImageRepository
     deliveries: DeliveryRepository
+    upload_keys: UploadKeys
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +81,17 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
         fake_requests = FakeRequests(times)
         fake_deliveries = FakeDeliveries(times)
         fake_requests.deliveries = fake_deliveries
-        yield Stores(fake_requests, FakeImages(clock, times), fake_deliveries)
+        images = FakeImages(clock, times)
+        yield Stores(fake_requests, images, fake_deliveries, FakeUploadKeys(times))
         return
     db = request.getfixturevalue("db")
     clock = SystemClock()
-    yield Stores(FirestoreRequests(db, clock), FirestoreImages(db, clock), FirestoreDeliveries(db))
+    yield Stores(
+        FirestoreRequests(db, clock),
+        FirestoreImages(db, clock),
+        FirestoreDeliveries(db),
+        FirestoreUploadKeys(db),
+    )
 
 
 def new_request(
@@ -389,3 +411,42 @@ def test_one_claim_per_attempt_and_attempts_are_recorded(stores: Stores) -> None
     assert stored.attempts[0].status_code == 500
     assert stored.claimed_until is None and stored.next_attempt_at is not None
     assert stored.due_at() == stored.next_attempt_at
+
+
+# ---- upload idempotency keys ---------------------------------------------------------------
+
+
+def a_key() -> UploadKey:
+    now = datetime.now(UTC)
+    return UploadKey(
+        key_id=new_request_id() + new_request_id(),
+        fingerprint="f",
+        request_id=new_request_id(),
+        state="processing",
+        lease_until=now + timedelta(seconds=60),
+        expires_at=now + timedelta(days=1),
+    )
+
+
+def test_a_key_is_reserved_once_and_read_back(stores: Stores) -> None:
+    key = a_key()
+    held = stores.upload_keys.reserve(key)
+    assert held is not None
+    assert stores.upload_keys.reserve(key) is None
+    stored = stores.upload_keys.get(key.key_id)
+    assert stored is not None and stored == key  # versions aside
+
+
+def test_a_key_is_replaced_or_released_only_as_read(stores: Stores) -> None:
+    held = stores.upload_keys.reserve(a_key())
+    assert held is not None
+    done = stores.upload_keys.replace(
+        held, dataclasses.replace(held, state="done", total_rows=1, total_images=2)
+    )
+    assert done is not None
+    assert stores.upload_keys.replace(held, dataclasses.replace(held, state="x")) is None
+    stores.upload_keys.release(held)  # stale: must not forget the done key
+    stored = stores.upload_keys.get(held.key_id)
+    assert stored is not None and (stored.state, stored.total_images) == ("done", 2)
+    stores.upload_keys.release(done)
+    assert stores.upload_keys.get(held.key_id) is None
