@@ -472,7 +472,8 @@ class FakeBlobs:
 
 
 class FakeFetcher:
-    """Answers from a dict: bytes, or an ImageFailure to raise (a list is consumed in order)."""
+    """Answers from a dict: bytes, or an exception to raise (an ImageFailure; in the model test,
+    a process crash), a list consumed in order, its last answer kept."""
 
     def __init__(self) -> None:
         self.answers: dict[str, object] = {}
@@ -485,7 +486,7 @@ class FakeFetcher:
             answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if answer is None:
             raise ImageFailure(ErrorCode.HTTP_ERROR, f"HTTP 404 from {url}")
-        if isinstance(answer, ImageFailure):
+        if isinstance(answer, BaseException):
             raise answer
         assert isinstance(answer, bytes)
         return FetchedImage(answer, url, "image/jpeg")
