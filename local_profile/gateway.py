@@ -94,6 +94,10 @@ def create_app(services: Services) -> Flask:
     def status(request_id: str) -> Response:
         return flask_http.status(services, request, request_id)
 
+    @app.post("/requests/<request_id>/webhook/resend")
+    def resend_webhook(request_id: str) -> Response:
+        return flask_http.resend_webhook(services, request, request_id)
+
     @app.get("/healthz")
     def health() -> Response:
         return jsonify({"ok": True})

@@ -14,6 +14,7 @@ from shared.domain.model import (
     DeliveryState,
     ImageJob,
     ImageRecord,
+    ImageState,
     Progress,
     RequestRecord,
     UploadKey,
@@ -151,7 +152,17 @@ class ImageRepository(Protocol):
         """Every image of the request in input order."""
         ...
 
-    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]: ...
+    def page(
+        self,
+        request_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        state: ImageState | None = None,
+    ) -> list[ImageRecord]:
+        """Up to `limit` images in input order after the image id `after`; only those in
+        `state` when one is given."""
+        ...
 
     def last_update(self, request_id: str) -> datetime | None: ...
 
@@ -177,6 +188,13 @@ class DeliveryRepository(Protocol):
     ) -> bool:
         """Append the attempt and release the claim, on condition that the claim is still
         this one; False when the claim expired and someone else took over."""
+        ...
+
+    def restart(self, request_id: str, *, now: datetime) -> WebhookDelivery | None:
+        """Start a new series of attempts at the same message (same webhook-id), due now,
+        keeping the finished series beside it. Only a delivery that is delivered or given up
+        restarts; None, changing nothing, when there is no delivery or a series is still
+        running (its own retries will go on)."""
         ...
 
 

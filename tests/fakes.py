@@ -29,6 +29,7 @@ from shared.domain.messages import (
 from shared.domain.model import (
     CompressedImage,
     DeliveryAttempt,
+    DeliverySeries,
     DeliveryState,
     ImageJob,
     ImageRecord,
@@ -354,8 +355,19 @@ class FakeImages:
         return iter(self._of(request_id))
 
     @atomic
-    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
-        images = [r for r in self._of(request_id) if after is None or r.image_id > after]
+    def page(
+        self,
+        request_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        state: ImageState | None = None,
+    ) -> list[ImageRecord]:
+        images = [
+            r
+            for r in self._of(request_id)
+            if (after is None or r.image_id > after) and (state is None or r.state is state)
+        ]
         return images[:limit]
 
     @atomic
@@ -417,6 +429,24 @@ class FakeDeliveries:
             )
         )
         return True
+
+    @atomic
+    def restart(self, request_id: str, *, now: datetime) -> WebhookDelivery | None:
+        delivery = self.items.get(request_id)
+        if delivery is None or delivery.state is DeliveryState.PENDING:
+            return None
+        ended = (delivery.attempts[-1].finished_at if delivery.attempts else None) or now
+        finished = DeliverySeries(delivery.state, delivery.attempts, ended)
+        return self.put(
+            dataclasses.replace(
+                delivery,
+                earlier_series=(*delivery.earlier_series, finished),
+                attempts=(),
+                state=DeliveryState.PENDING,
+                next_attempt_at=None,
+                claimed_until=None,
+            )
+        )
 
 
 class FakeUploadKeys:

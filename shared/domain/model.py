@@ -180,6 +180,15 @@ class DeliveryAttempt:
 
 
 @dataclass(frozen=True)
+class DeliverySeries:
+    """A finished series of attempts at a webhook message, kept when a resend starts anew."""
+
+    state: DeliveryState
+    attempts: tuple[DeliveryAttempt, ...]
+    ended_at: datetime
+
+
+@dataclass(frozen=True)
 class WebhookDelivery:
     """The one webhook message of a request and every attempt to deliver it."""
 
@@ -193,6 +202,8 @@ class WebhookDelivery:
     # Set while an attempt is under way so a duplicated task does not send it twice.
     claimed_until: datetime | None = None
     version: object | None = field(default=None, compare=False)
+    # Series that ended (delivered or given up) before a resend started the current one.
+    earlier_series: tuple[DeliverySeries, ...] = ()
 
     def due_at(self) -> datetime | None:
         """When the next attempt may be made: after the scheduled time and after any claim

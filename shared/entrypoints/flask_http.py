@@ -97,6 +97,37 @@ def status(services: Services, request: Request, request_id: str) -> Response:
     )
 
 
+def resend_webhook(services: Services, request: Request, request_id: str) -> Response:
+    caller = http_api.admit(services, request.headers.get("Authorization"), uploading=False)
+    if isinstance(caller, http_api.ApiResponse):
+        return to_flask(caller)
+    return to_flask(http_api.resend(services, request_id, owner=caller.owner))
+
+
+_RESEND_PATH = re.compile(r"^/requests/([^/]+)/webhook/resend/?$")
+
+
+def status_function(services: Services, request: Request) -> Response:
+    """The `status` Cloud Function's routes behind Hosting's rewrites: GET /status/<id> and
+    POST /requests/<id>/webhook/resend (a request's owner acting on it, like reading it)."""
+    resend = _RESEND_PATH.match(request.path)
+    if resend is not None:
+        if request.method != "POST":
+            return _method_not_allowed("POST")
+        return resend_webhook(services, request, resend.group(1))
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed("GET")
+    # Hosting forwards the whole path (/status/<id>); called directly, the id may come alone.
+    request_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+    return status(services, request, request_id)
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    response = to_flask(http_api.error(405, "method_not_allowed", f"use {allowed} here"))
+    response.headers["Allow"] = allowed
+    return response
+
+
 def task(services: Services, request: Request) -> Response:
     # Cloud Tasks counts the earlier dispatches of this task; any means it was handed out
     # again, perhaps after its instance died in it.

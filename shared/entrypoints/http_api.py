@@ -1,5 +1,5 @@
-"""The client API's answers (`POST /upload`, `GET /status/{id}`), independent of the web
-framework.
+"""The client API's answers (`POST /upload`, `GET /status/{id}`,
+`POST /requests/{id}/webhook/resend`), independent of the web framework.
 
 The local gateway (Flask) and the Cloud Functions (functions-framework, also Flask underneath)
 decode a request into plain values (`flask_http`), call one function here, and send back the
@@ -9,11 +9,10 @@ place.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from shared.domain.csv_table import CsvInvalid
 from shared.domain.model import (
     DeliveryAttempt,
     ImageRecord,
+    ImageState,
     WebhookDelivery,
     is_image_id,
     is_request_id,
@@ -33,10 +33,12 @@ from shared.usecases.accept_upload import FanOutFailed, UploadRejected, accept_u
 from shared.usecases.idempotent_upload import IdempotencyRefused, accept_upload_once, parse_key
 from shared.usecases.report_status import (
     DEFAULT_PAGE,
+    MAX_PAGE,
     StatusReport,
     UnknownRequest,
     report_status,
 )
+from shared.usecases.resend_webhook import ResendRefused, resend_webhook
 from shared.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -210,26 +212,111 @@ def upload(
     )
 
 
+# The query of GET /status, read strictly: a value the API description does not allow is a
+# 400 naming the parameter, never silently read as something else (`details=null` is not yes).
+_DETAILS = {"1": True, "true": True, "0": False, "false": False}
+_PAGE_SIZE = re.compile(r"^[0-9]{1,4}$")
+# A page token is the id of the last image of the previous page (`<row>-<position>`, zero
+# padded, `is_image_id`): the listing continues after it. Documented, so a client may also
+# start anywhere; nothing else reaches the store as a document path.
+STATES = {state.value: state for state in ImageState}
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    details: bool = False
+    page_size: int = DEFAULT_PAGE
+    after: str | None = None
+    state: ImageState | None = None
+
+
+def read_status_query(query: Mapping[str, str]) -> StatusQuery | ApiResponse:
+    problems: list[str] = []
+    details = _DETAILS.get(query.get("details", "0"))
+    if details is None:
+        problems.append("details must be 1, true, 0 or false")
+    raw_size = query.get("page_size", str(DEFAULT_PAGE))
+    size = int(raw_size) if _PAGE_SIZE.match(raw_size) else 0
+    if not 1 <= size <= MAX_PAGE:
+        problems.append(f"page_size must be a whole number from 1 to {MAX_PAGE}")
+    after = query.get("page_token")
+    if after is not None and not is_image_id(after):
+        problems.append("page_token must be a next_page_token the API gave (e.g. 0000041-00)")
+    state = STATES.get(query["state"]) if "state" in query else None
+    if "state" in query and state is None:
+        problems.append("state must be one of " + ", ".join(STATES))
+    if problems:
+        return error(400, "invalid_query", "; ".join(problems))
+    return StatusQuery(bool(details), size, after, state)
+
+
 def status(
     services: Services, request_id: str, query: Mapping[str, str], owner: str | None = None
 ) -> ApiResponse:
     if not is_request_id(request_id):
         return error(400, "invalid_request_id", "a request id is 22 URL-safe characters")
-    details = query.get("details", "").lower() in ("1", "true", "yes")
-    try:
-        page_size = int(query.get("page_size", DEFAULT_PAGE))
-        after = _decode_token(query["page_token"]) if query.get("page_token") else None
-    except ValueError:
-        return error(400, "invalid_query", "page_size must be a number, page_token as given")
+    parsed = read_status_query(query)
+    if isinstance(parsed, ApiResponse):
+        return parsed
     try:
         report = report_status(
-            services, request_id, details=details, after=after, page_size=page_size, owner=owner
+            services,
+            request_id,
+            details=parsed.details,
+            after=parsed.after,
+            page_size=parsed.page_size,
+            owner=owner,
+            state=parsed.state,
         )
     except UnknownRequest:
         return error(404, "not_found", f"no request {request_id}")
     except Exception:
         return internal_error("status")
     return ApiResponse(200, status_body(report))
+
+
+def resend(services: Services, request_id: str, owner: str | None = None) -> ApiResponse:
+    """POST /requests/{id}/webhook/resend: 202 with the delivery's new series, 409 when there
+    is nothing to resend yet (or at all)."""
+    if not is_request_id(request_id):
+        return error(400, "invalid_request_id", "a request id is 22 URL-safe characters")
+    limited = _resend_rate(services, owner)
+    if limited is not None:
+        return limited
+    try:
+        delivery = resend_webhook(services, request_id, owner=owner)
+    except UnknownRequest:
+        return error(404, "not_found", f"no request {request_id}")
+    except ResendRefused as refused:
+        return error(409, refused.code, refused.message)
+    except Exception:
+        return internal_error("webhook resend")
+    location = f"/status/{request_id}?details=1"
+    return ApiResponse(
+        202, {"request_id": request_id, "webhook": _webhook_body(delivery)}, {"Location": location}
+    )
+
+
+def _resend_rate(services: Services, owner: str | None) -> ApiResponse | None:
+    # Every resend makes us POST to the client's URL: a key gets as many resends per window
+    # as uploads, counted apart (':' never occurs in a key id, so no upload count is shared).
+    settings = services.settings
+    if owner is None or settings.upload_rate_limit is None:
+        return None
+    limit, window = settings.upload_rate_limit
+    try:
+        decision = services.upload_rate.hit(f"resend:{owner}", limit=limit, window=window)
+    except Exception:
+        return internal_error("resend rate limit")
+    if decision.allowed:
+        return None
+    wait = max(1, math.ceil(decision.retry_after))
+    answer = error(
+        429,
+        "rate_limited",
+        f"more than {limit} resends in {window:g} s with this key; retry in {wait} s",
+    )
+    return ApiResponse(answer.status, answer.body, {"Retry-After": str(wait)})
 
 
 def status_body(report: StatusReport) -> dict[str, Any]:
@@ -255,9 +342,7 @@ def status_body(report: StatusReport) -> dict[str, Any]:
         body["error"] = {"code": request.error_code, "message": request.error_message}
     if report.details is not None:
         body["images"] = [_image_body(image) for image in report.details.images]
-        body["next_page_token"] = (
-            _encode_token(report.details.next_after) if report.details.next_after else None
-        )
+        body["next_page_token"] = report.details.next_after
         body["webhook"] = _webhook_body(report.webhook) if report.webhook else None
     return body
 
@@ -294,6 +379,14 @@ def _webhook_body(delivery: WebhookDelivery) -> dict[str, Any]:
         "state": delivery.state.value,
         "next_attempt_at": iso(delivery.next_attempt_at) if delivery.next_attempt_at else None,
         "attempts": [_attempt_body(a) for a in delivery.attempts],
+        "earlier_series": [
+            {
+                "state": series.state.value,
+                "ended_at": iso(series.ended_at),
+                "attempts": [_attempt_body(a) for a in series.attempts],
+            }
+            for series in delivery.earlier_series
+        ],
     }
 
 
@@ -306,20 +399,3 @@ def _attempt_body(attempt: DeliveryAttempt) -> dict[str, Any]:
         "error": attempt.error,
         "succeeded": attempt.succeeded,
     }
-
-
-def _encode_token(image_id: str) -> str:
-    return base64.urlsafe_b64encode(f"after:{image_id}".encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ValueError("bad page token") from exc
-    after = raw.removeprefix("after:")
-    # Only a token we made is accepted: anything else would reach the store as a document
-    # path (a slash in it makes Firestore refuse the query, a 500 for a client's typo).
-    if not raw.startswith("after:") or not is_image_id(after):
-        raise ValueError("bad page token")
-    return after

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.domain.model import ImageRecord, Progress, RequestRecord, WebhookDelivery
+from shared.domain.model import ImageRecord, ImageState, Progress, RequestRecord, WebhookDelivery
 from shared.usecases.services import Services
 
 MAX_PAGE = 500
@@ -31,6 +31,17 @@ class StatusReport:
     details: ImagePage | None = None
 
 
+def visible_request(services: Services, request_id: str, owner: str | None) -> RequestRecord:
+    """The request, if `owner` may see it; UnknownRequest otherwise."""
+    request = services.requests.get(request_id)
+    # Someone else's request is reported as unknown: its existence is not ours to reveal. The
+    # owner must match exactly: a request made without a key (open access) is not visible to a
+    # key holder once keys are turned on, nor a key holder's request to an anonymous caller.
+    if request is None or request.owner != owner:
+        raise UnknownRequest(request_id)
+    return request
+
+
 def report_status(
     services: Services,
     request_id: str,
@@ -39,13 +50,11 @@ def report_status(
     after: str | None = None,
     page_size: int = DEFAULT_PAGE,
     owner: str | None = None,
+    state: ImageState | None = None,
 ) -> StatusReport:
-    request = services.requests.get(request_id)
-    # Someone else's request is reported as unknown: its existence is not ours to reveal. The
-    # owner must match exactly: a request made without a key (open access) is not visible to a
-    # key holder once keys are turned on, nor a key holder's request to an anonymous caller.
-    if request is None or request.owner != owner:
-        raise UnknownRequest(request_id)
+    """`state` narrows the details to the images in that state (the 30 failed ones among
+    30,000), still in input order and paginated the same way."""
+    request = visible_request(services, request_id, owner)
     updated_at = request.updated_at
     if request.final_progress is not None:
         progress = request.final_progress
@@ -58,7 +67,7 @@ def report_status(
     webhook = None
     if details:
         size = max(1, min(page_size, MAX_PAGE))
-        images = services.images.page(request_id, after=after, limit=size)
+        images = services.images.page(request_id, after=after, limit=size, state=state)
         page = ImagePage(images, images[-1].image_id if len(images) == size else None)
         webhook = services.deliveries.get(request_id)
     return StatusReport(request, progress, updated_at, webhook, page)

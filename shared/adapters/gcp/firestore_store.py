@@ -25,6 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from shared.domain.model import (
     CompressedImage,
     DeliveryAttempt,
+    DeliverySeries,
     DeliveryState,
     ImageJob,
     ImageRecord,
@@ -111,6 +112,14 @@ def _attempt_to(attempt: DeliveryAttempt) -> dict[str, Any]:
     }
 
 
+def _series_from(data: dict[str, Any]) -> DeliverySeries:
+    return DeliverySeries(
+        state=DeliveryState(data["state"]),
+        attempts=tuple(DeliveryAttempt(**a) for a in data.get("attempts", [])),
+        ended_at=data["ended_at"],
+    )
+
+
 def _delivery_from(data: dict[str, Any], version: object | None = None) -> WebhookDelivery:
     return WebhookDelivery(
         request_id=data["request_id"],
@@ -122,6 +131,7 @@ def _delivery_from(data: dict[str, Any], version: object | None = None) -> Webho
         next_attempt_at=data.get("next_attempt_at"),
         claimed_until=data.get("claimed_until"),
         version=version,
+        earlier_series=tuple(_series_from(s) for s in data.get("earlier_series", [])),
     )
 
 
@@ -479,9 +489,19 @@ class FirestoreImages:
                 return
             after = page[-1].image_id
 
-    def page(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
+    def page(
+        self,
+        request_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        state: ImageState | None = None,
+    ) -> list[ImageRecord]:
         collection = self._collection(request_id)
-        query = collection.order_by("__name__").limit(limit)
+        # An equality filter ordered by document id is served by Firestore's automatic
+        # single-field index: no composite index to deploy.
+        query = self._where_state(request_id, state) if state is not None else collection
+        query = query.order_by("__name__").limit(limit)
         if after is not None:
             query = query.start_after([collection.document(after)])
         return [_image_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
@@ -546,3 +566,35 @@ class FirestoreDeliveries:
         except (gexc.FailedPrecondition, gexc.NotFound):
             return False
         return True
+
+    def restart(self, request_id: str, *, now: datetime) -> WebhookDelivery | None:
+        ref = self._ref(request_id)
+        # Conditional on what was read, like claim(): two resends at once start one series,
+        # and a series that is still running is never cut short.
+        snap = ref.get()
+        if not snap.exists:
+            return None
+        delivery = _delivery_from(snap.to_dict() or {})
+        if delivery.state is DeliveryState.PENDING:
+            return None
+        finished = {
+            "state": delivery.state.value,
+            "attempts": [_attempt_to(a) for a in delivery.attempts],
+            "ended_at": (delivery.attempts[-1].finished_at if delivery.attempts else None) or now,
+        }
+        try:
+            ref.update(
+                {
+                    # A map holding an array inside an array: Firestore allows that, while an
+                    # array directly inside an array it refuses.
+                    "earlier_series": firestore.ArrayUnion([finished]),
+                    "attempts": [],
+                    "state": DeliveryState.PENDING.value,
+                    "next_attempt_at": None,
+                    "claimed_until": None,
+                },
+                option=self._db.write_option(last_update_time=snap.update_time),
+            )
+        except gexc.FailedPrecondition:
+            return None  # another resend (or an attempt) wrote first
+        return self.get(request_id)
