@@ -9,6 +9,7 @@ from typing import Protocol
 
 from shared.domain.messages import Message
 from shared.domain.model import (
+    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliveryState,
@@ -165,6 +166,10 @@ class ImageRepository(Protocol):
         ...
 
     def last_update(self, request_id: str) -> datetime | None: ...
+
+    def byte_totals(self, request_id: str) -> ByteTotals:
+        """Source and output bytes summed over the done images, read without reading them."""
+        ...
 
 
 class DeliveryRepository(Protocol):

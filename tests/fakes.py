@@ -27,6 +27,7 @@ from shared.domain.messages import (
     Sweep,
 )
 from shared.domain.model import (
+    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliverySeries,
@@ -373,6 +374,13 @@ class FakeImages:
     @atomic
     def last_update(self, request_id: str) -> datetime | None:
         return self.updated.get(request_id)
+
+    def byte_totals(self, request_id: str) -> ByteTotals:
+        done = [r for r in self._of(request_id) if r.state is ImageState.DONE]
+        return ByteTotals(
+            source=sum(r.source_bytes or 0 for r in done),
+            output=sum(r.output_bytes or 0 for r in done),
+        )
 
 
 class FakeDeliveries:

@@ -135,6 +135,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class ByteTotals:
+    """Bytes of the done images of a request: as fetched, and as stored."""
+
+    source: int
+    output: int
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     request_id: str
     status: RequestStatus

@@ -344,6 +344,12 @@ def status_body(report: StatusReport) -> dict[str, Any]:
         body["images"] = [_image_body(image) for image in report.details.images]
         body["next_page_token"] = report.details.next_after
         body["webhook"] = _webhook_body(report.webhook) if report.webhook else None
+    if report.bytes is not None:
+        body["bytes"] = {
+            "source": report.bytes.source,
+            "output": report.bytes.output,
+            "saved": report.bytes.source - report.bytes.output,
+        }
     return body
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.domain.model import ImageRecord, ImageState, Progress, RequestRecord, WebhookDelivery
+from shared.domain.model import (
+    ByteTotals,
+    ImageRecord,
+    ImageState,
+    Progress,
+    RequestRecord,
+    WebhookDelivery,
+)
 from shared.usecases.services import Services
 
 MAX_PAGE = 500
@@ -29,6 +36,7 @@ class StatusReport:
     updated_at: datetime
     webhook: WebhookDelivery | None = None
     details: ImagePage | None = None
+    bytes: ByteTotals | None = None
 
 
 def visible_request(services: Services, request_id: str, owner: str | None) -> RequestRecord:
@@ -65,9 +73,11 @@ def report_status(
             updated_at = last
     page = None
     webhook = None
+    totals = None
     if details:
         size = max(1, min(page_size, MAX_PAGE))
         images = services.images.page(request_id, after=after, limit=size, state=state)
         page = ImagePage(images, images[-1].image_id if len(images) == size else None)
         webhook = services.deliveries.get(request_id)
-    return StatusReport(request, progress, updated_at, webhook, page)
+        totals = services.images.byte_totals(request_id)
+    return StatusReport(request, progress, updated_at, webhook, page, totals)

@@ -133,3 +133,22 @@ def test_two_resends_at_once_start_one_series(stores) -> None:  # type: ignore[n
     assert sum(o is not None for o in outcomes) == 1
     stored = deliveries.get(request_id)
     assert stored is not None and len(stored.earlier_series) == 1
+
+
+def test_byte_totals_sum_the_done_images_only(stores) -> None:  # type: ignore[no-untyped-def]
+    requests, images, _ = stores
+    request_id = new_request(requests, 4)
+    all_jobs = jobs(request_id, 4)
+    images.create_missing(all_jobs)
+    for job, source_bytes in zip(all_jobs[:3], (100, 250, 40), strict=True):
+        attempt = begin(images, request_id, job.image_id)
+        images.record_done(
+            attempt, request_id, job.image_id, output_url="u", output_path="p", image=JPEG,
+            source_bytes=source_bytes,
+        )  # fmt: skip
+    attempt = begin(images, request_id, all_jobs[3].image_id)
+    images.record_failed(attempt, request_id, all_jobs[3].image_id, code="x", message="y")
+    totals = images.byte_totals(request_id)
+    assert (totals.source, totals.output) == (390, 3 * len(JPEG.data))
+    empty = images.byte_totals(new_request(requests, 1))
+    assert (empty.source, empty.output) == (0, 0)

@@ -142,7 +142,11 @@ def test_the_gateway_serves_the_openapi_document(client: FlaskClient) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     document = yaml.safe_load(response.get_data())
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/upload", "/status/{request_id}"}
+    assert set(document["paths"]) == {
+        "/upload",
+        "/status/{request_id}",
+        "/requests/{request_id}/webhook/resend",
+    }
     assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
 
 

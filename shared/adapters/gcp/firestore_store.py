@@ -20,9 +20,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1 import aggregation
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.domain.model import (
+    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliverySeries,
@@ -505,6 +507,14 @@ class FirestoreImages:
         if after is not None:
             query = query.start_after([collection.document(after)])
         return [_image_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
+
+    def byte_totals(self, request_id: str) -> ByteTotals:
+        # A sum aggregation reads index entries, not documents (like the counts above).
+        query = aggregation.AggregationQuery(self._where_state(request_id, ImageState.DONE))
+        query.sum("source_bytes", alias="source").sum("output_bytes", alias="output")
+        rows: Any = query.get()  # one row of results, typed by the library as a flat list
+        results = {result.alias: result.value for result in rows[0]}
+        return ByteTotals(source=int(results["source"] or 0), output=int(results["output"] or 0))
 
     def last_update(self, request_id: str) -> datetime | None:
         query = self._collection(request_id).order_by(
