@@ -1,9 +1,11 @@
 """The local HTTP gateway: the service's API on one base URL, plus a reference webhook receiver.
 
-POST /upload and GET /status/<id> are the same handlers the Cloud Functions use. POST /webhook
+POST /upload, GET /status/<id> and POST /requests/<id>/webhook/resend are the same handlers the
+Cloud Functions use; the pages for people (`/`, `/requests/<id>`, `/docs`) come from `hosting/`
+as Firebase Hosting serves them (local_profile/pages.py). POST /webhook
 verifies Standard Webhooks signatures with WEBHOOK_SECRET and keeps what arrived, so the demo
 and the tests can show the notification; GET /webhook lists it. GET /openapi.yaml describes
-the API. Every answer, errors of unknown paths included, is JSON with nosniff.
+the API. Every API answer, errors of unknown paths included, is JSON with nosniff.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from local_profile.pages import mount_pages
 from shared.bootstrap import build_services
 from shared.config import Settings
 from shared.domain.times import iso
@@ -85,6 +88,7 @@ def create_app(services: Services) -> Flask:
     app = Flask(__name__)
     flask_http.json_errors(app)
     mount_webhook_receiver(app, WebhookInbox(services.settings.webhook_secrets))
+    mount_pages(app, services.settings)
 
     @app.post("/upload")
     def upload() -> Response:

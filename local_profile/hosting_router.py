@@ -1,5 +1,7 @@
-"""A stand-in for Firebase Hosting in the emulated cloud profile: one base URL, firebase.json's
-rewrites sending `/upload` and `/status/**` to the functions, as production does.
+"""A stand-in for Firebase Hosting in the emulated cloud profile: one base URL serving what
+production Hosting serves, in Hosting's order: a static file of `hosting/` when one matches
+(`cleanUrls` included), else firebase.json's rewrites in order (to a function: `/upload`,
+`/status/**`, the webhook resend; to a page: `/requests/**`, `/docs`).
 
 It also carries the reference webhook receiver (`/webhook`, from the gateway) so that the same
 tests and demo run against both profiles; production Hosting has no such route.
@@ -12,10 +14,12 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import requests
 from flask import Flask, Response, jsonify, request
 
+from local_profile import pages
 from local_profile.gateway import WebhookInbox, mount_webhook_receiver
 from shared.config import Settings
 from shared.entrypoints import flask_http, http_api
@@ -40,19 +44,19 @@ HOP_HEADERS = frozenset(
 )
 
 
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+
+
 def glob_to_regex(source: str) -> re.Pattern[str]:
     """Firebase Hosting globs: `**` any path, `*` one segment."""
     pattern = re.escape(source).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
     return re.compile(f"^{pattern}$")
 
 
-def rewrites(firebase_json: Path) -> list[tuple[re.Pattern[str], str]]:
+def rewrites(firebase_json: Path) -> list[tuple[re.Pattern[str], dict[str, Any]]]:
+    """Each rewrite's source as a regex, with the rule: a `function` or a `destination`."""
     config = json.loads(firebase_json.read_text())
-    return [
-        (glob_to_regex(rule["source"]), rule["function"]["functionId"])
-        for rule in config["hosting"]["rewrites"]
-        if "function" in rule
-    ]
+    return [(glob_to_regex(rule["source"]), rule) for rule in config["hosting"]["rewrites"]]
 
 
 def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
@@ -61,17 +65,14 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
     flask_http.json_errors(app)
     routes = rewrites(firebase_json)
     session = requests.Session()
-    mount_webhook_receiver(app, WebhookInbox(Settings.from_env().webhook_secrets))
+    settings = Settings.from_env()
+    mount_webhook_receiver(app, WebhookInbox(settings.webhook_secrets))
 
     @app.get("/healthz")
     def health() -> Response:
         return jsonify({"ok": True})
 
-    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
-    def forward(path: str) -> Response:
-        target = next((fn for regex, fn in routes if regex.match(f"/{path}")), None)
-        if target is None:
-            return flask_http.to_flask(http_api.error(404, "not_found", "no such route"))
+    def forward(target: str) -> Response:
         upstream = session.request(
             request.method,
             function_urls[target].rstrip("/") + request.full_path.rstrip("?"),
@@ -82,6 +83,24 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
         )
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
         return Response(upstream.content, upstream.status_code, headers)
+
+    @app.route("/", methods=METHODS, defaults={"path": ""})
+    @app.route("/<path:path>", methods=METHODS)
+    def front(path: str) -> Response:
+        url_path = f"/{path}"
+        reading = request.method in ("GET", "HEAD")
+        static = pages.hosting_file(url_path) if reading else None
+        if static is not None:
+            return pages.file_response(static, settings)
+        for regex, rule in routes:
+            if not regex.match(url_path):
+                continue
+            if "function" in rule:
+                return forward(rule["function"]["functionId"])
+            page = pages.hosting_file(rule["destination"]) if reading else None
+            if page is not None:
+                return pages.file_response(page, settings)
+        return flask_http.to_flask(http_api.error(404, "not_found", "no such route"))
 
     return app
 

@@ -13,6 +13,9 @@ identify -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
 # The DCT-domain JPEG codec (native/) is compiled against libjpeg-turbo.
 [[ -f /usr/include/jpeglib.h ]] || missing+=(libjpeg62-turbo-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# The browser tests drive Debian's Chromium through its own chromedriver (Selenium).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -25,6 +28,8 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# npm ci installs firebase-tools (the Firebase emulators, Node 20+) and Swagger UI (/docs).
+command -v npm >/dev/null 2>&1 || { echo "Node.js 20+ with npm is required (firebase-tools, Swagger UI): https://nodejs.org" >&2; exit 1; }
 command -v java >/dev/null 2>&1 || { echo "Java 17+ is required by the Firestore emulator (Debian: openjdk-17-jre-headless)" >&2; exit 1; }
 command -v gcloud >/dev/null 2>&1 || { echo "The Google Cloud CLI is required for its Firestore emulator: https://cloud.google.com/sdk/docs/install" >&2; exit 1; }
 exit 0
