@@ -9,6 +9,9 @@ TASKS_VENV := .venv-tasks
 TASKS_STAMP := $(TASKS_VENV)/.installed
 PROFILE ?= local
 RUN_DIR := .run
+NODE_STAMP := node_modules/.installed
+HOSTING_STAMP := hosting/vendor/.built
+CLI_STAMP := $(VENV)/.cli-installed
 
 .PHONY: help install system-deps up down status demo test unit lint typecheck bench clean apikey
 
@@ -39,7 +42,22 @@ $(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/setup.py $(wildcard nativ
 	$(PY) -m pip install --quiet ./native
 	@touch $@
 
-install: system-deps $(STAMP) $(TASKS_STAMP) $(NATIVE_STAMP)
+# firebase-tools (the Firebase emulators) and Swagger UI, pinned in package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# hosting/ completed with what is copied, not written: Swagger UI and openapi.yaml (/docs).
+$(HOSTING_STAMP): $(NODE_STAMP) $(STAMP) openapi.yaml scripts/build_hosting.py
+	$(PY) scripts/build_hosting.py >/dev/null
+	@touch $@
+
+# The imgsvc command line (imgsvc_cli/), editable, so .venv/bin/imgsvc runs this checkout.
+$(CLI_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: system-deps $(STAMP) $(TASKS_STAMP) $(NATIVE_STAMP) $(NODE_STAMP) $(HOSTING_STAMP) $(CLI_STAMP)
 
 # Debian packages the stack needs; installed when missing and we are root, else explained.
 system-deps:
@@ -79,4 +97,4 @@ bench: install
 	$(PY) -m bench.run
 
 clean: down
-	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build
+	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build node_modules hosting/vendor hosting/openapi.yaml

@@ -1,0 +1,3 @@
+from imgsvc_cli.app import main
+
+main()
