@@ -8,6 +8,8 @@ NATIVE_STAMP := $(VENV)/.native-installed
 TASKS_VENV := .venv-tasks
 TASKS_STAMP := $(TASKS_VENV)/.installed
 PROFILE ?= local
+# Who starts the Firestore emulator: gcloud (the Cloud CLI's, the default) or firebase (firebase-tools).
+EMULATORS ?= gcloud
 RUN_DIR := .run
 NODE_STAMP := node_modules/.installed
 HOSTING_STAMP := hosting/vendor/.built
@@ -20,6 +22,7 @@ help:
 	@echo "make test   - lint, type-check and run every test (starts and stops its own services)"
 	@echo "make up     - start the local stack in the background and print its base URL"
 	@echo "              (PROFILE=cloud: the four Cloud Functions over emulated Cloud Tasks and Eventarc)"
+	@echo "              (EMULATORS=firebase: Firestore started by firebase-tools instead of the Cloud CLI)"
 	@echo "make down   - stop exactly what make up started"
 	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
 	@echo "make apikey NAME=<client> - make an API key; prints it once and its API_KEYS entry"
@@ -64,7 +67,7 @@ system-deps:
 	@./scripts/system-deps.sh
 
 up: install
-	@$(PY) -m local_profile.stack up --profile $(PROFILE) --run-dir $(RUN_DIR)
+	@EMULATORS=$(EMULATORS) $(PY) -m local_profile.stack up --profile $(PROFILE) --run-dir $(RUN_DIR)
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m local_profile.stack down --run-dir $(RUN_DIR); else echo "nothing was running"; fi
@@ -78,7 +81,7 @@ status:
 	@$(PY) -m local_profile.stack status --run-dir $(RUN_DIR)
 
 demo: install
-	@$(PY) -m local_profile.demo --profile $(PROFILE) --run-dir $(RUN_DIR)
+	@EMULATORS=$(EMULATORS) $(PY) -m local_profile.demo --profile $(PROFILE) --run-dir $(RUN_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

