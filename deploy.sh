@@ -277,6 +277,8 @@ invokers() {
 }
 
 firebase() {
+  # hosting/ gets its built files first: Swagger UI and openapi.yaml, which /docs reads.
+  run python3 scripts/build_hosting.py
   # firestore.rules (deny every client-SDK access) and Hosting's rewrites to the functions.
   run npx --yes "$FIREBASE_TOOLS" deploy --only firestore:rules,hosting --project "$PROJECT_ID" \
     --non-interactive
