@@ -1,5 +1,4 @@
-"""Cloud Function `status` (HTTP): GET /status/{request_id} and
-POST /requests/{request_id}/webhook/resend, behind Firebase Hosting's rewrites."""
+"""Cloud Function `status` (HTTP): GET /status/{request_id}, behind Firebase Hosting's rewrite."""
 
 import functions_framework
 from flask import Request, Response
@@ -10,4 +9,6 @@ from shared.entrypoints import flask_http
 
 @functions_framework.http
 def status(request: Request) -> Response:
-    return flask_http.status_function(instance_services(), request)
+    # Hosting forwards the whole path (/status/<id>); called directly, the id may come alone.
+    request_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+    return flask_http.status(instance_services(), request, request_id)

@@ -1,4 +1,5 @@
-"""Cloud Function `upload` (HTTP): validate the CSV, store it, record the request, fan out, 202."""
+"""Cloud Function `upload` (HTTP): validate the CSV, store it, record the request, fan out, 202.
+Also POST /requests/{request_id}/webhook/resend, the API's other write (Hosting's rewrites)."""
 
 import functions_framework
 from flask import Request, Response
@@ -9,4 +10,4 @@ from shared.entrypoints import flask_http
 
 @functions_framework.http
 def upload(request: Request) -> Response:
-    return flask_http.upload(instance_services(), request)
+    return flask_http.upload_function(instance_services(), request)

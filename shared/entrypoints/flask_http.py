@@ -107,19 +107,16 @@ def resend_webhook(services: Services, request: Request, request_id: str) -> Res
 _RESEND_PATH = re.compile(r"^/requests/([^/]+)/webhook/resend/?$")
 
 
-def status_function(services: Services, request: Request) -> Response:
-    """The `status` Cloud Function's routes behind Hosting's rewrites: GET /status/<id> and
-    POST /requests/<id>/webhook/resend (a request's owner acting on it, like reading it)."""
+def upload_function(services: Services, request: Request) -> Response:
+    """The `upload` Cloud Function's routes behind Hosting's rewrites: POST /upload and
+    POST /requests/<id>/webhook/resend. Both write (a request; a new series of attempts and a
+    queued task), and `upload`'s identity is the one allowed to: `status` only reads."""
     resend = _RESEND_PATH.match(request.path)
-    if resend is not None:
-        if request.method != "POST":
-            return _method_not_allowed("POST")
-        return resend_webhook(services, request, resend.group(1))
-    if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed("GET")
-    # Hosting forwards the whole path (/status/<id>); called directly, the id may come alone.
-    request_id = request.path.rstrip("/").rsplit("/", 1)[-1]
-    return status(services, request, request_id)
+    if resend is None:
+        return upload(services, request)
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    return resend_webhook(services, request, resend.group(1))
 
 
 def _method_not_allowed(allowed: str) -> Response:

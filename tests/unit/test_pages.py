@@ -137,7 +137,7 @@ def test_hosting_serves_static_pages_then_rewrites_in_order(hosting: FlaskClient
     assert hosting.get("/docs").get_data() == (ROOT / "hosting" / "docs.html").read_bytes()
     resend = hosting.post(f"/requests/{REQUEST_ID}/webhook/resend")
     assert resend.get_json() == {
-        "function": "status",
+        "function": "upload",
         "path": f"/requests/{REQUEST_ID}/webhook/resend",
     }
     status = hosting.get(f"/status/{REQUEST_ID}?details=1")

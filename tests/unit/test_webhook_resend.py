@@ -183,3 +183,26 @@ def test_resends_have_a_rate_of_their_own_per_key() -> None:
     assert int(codes[2].headers["Retry-After"]) >= 1
     # Resends are counted apart from uploads: alice may still upload her second CSV.
     upload_as(client, ALICE.key)
+
+
+def test_the_upload_cloud_function_answers_the_resend_as_hosting_forwards_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.unit.test_http_answers import call_function, load_function
+
+    w, client = keyed_client()
+    upload = load_function("upload", w, monkeypatch).upload
+    request_id = upload_as(client, ALICE.key, webhook_url="https://hooks.test/x")
+    run_queue(w)
+    deliver_webhook(w.services, request_id)
+    path = f"/requests/{request_id}/webhook/resend"
+    bob = call_function(upload, path, method="POST", headers={"Authorization": f"Bearer {BOB.key}"})
+    assert bob.status_code == 404
+    wrong_method = call_function(upload, path, method="GET")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "POST"
+    mine = call_function(
+        upload, path, method="POST", headers={"Authorization": f"Bearer {ALICE.key}"}
+    )
+    assert mine.status_code == 202
+    assert mine.headers["X-Content-Type-Options"] == "nosniff"
+    assert w.queue.webhooks[-1] == (request_id, 0.0)
