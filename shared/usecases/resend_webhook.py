@@ -8,6 +8,8 @@ the status details still show everything that was tried.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from shared.domain.messages import DeliverWebhook
 from shared.domain.model import DeliveryState, RequestStatus, WebhookDelivery
 from shared.domain.times import iso
@@ -34,7 +36,9 @@ def resend_webhook(services: Services, request_id: str, *, owner: str | None) ->
     delivery = services.deliveries.get(request_id)
     if delivery is None:
         raise ResendRefused("no_webhook", "the request was made without a webhook URL")
-    restarted = services.deliveries.restart(request_id, now=services.clock.now())
+    now = services.clock.now()
+    _watch(services, request_id, now)
+    restarted = services.deliveries.restart(request_id, now=now)
     if restarted is None:
         # A series is still running (or another resend just started one): its own retries
         # go on, and cutting them short would only reset the backoff.
@@ -50,3 +54,16 @@ def resend_webhook(services: Services, request_id: str, *, owner: str | None) ->
         )
     services.queue.send([DeliverWebhook(request_id)])
     return restarted
+
+
+def _watch(services: Services, request_id: str, now: datetime) -> None:
+    """Put the request back under the sweeper's eye before restarting its delivery: should the
+    message queued below be lost (or this process die before sending it), the sweep finds the
+    pending delivery and queues its attempt, as for any settled request (usecases/sweep.py)."""
+    soon = now + timedelta(seconds=services.settings.sweep_grace)
+    for _ in range(3):
+        request = services.requests.get(request_id)
+        if request is None or (request.sweep_at is not None and request.sweep_at <= soon):
+            return
+        if services.requests.reschedule_sweep(request, sweep_at=soon, sweeps=request.sweeps):
+            return

@@ -206,3 +206,22 @@ def test_the_upload_cloud_function_answers_the_resend_as_hosting_forwards_it(
     assert mine.status_code == 202
     assert mine.headers["X-Content-Type-Options"] == "nosniff"
     assert w.queue.webhooks[-1] == (request_id, 0.0)
+
+
+def test_a_resend_whose_message_is_lost_is_found_again_by_the_sweep() -> None:
+    from shared.usecases.sweep import sweep
+
+    w = world()
+    request_id = finished(w)
+    deliver_webhook(w.services, request_id)
+    w.clock.advance(w.services.settings.sweep_grace * 2)
+    assert sweep(w.services).finished_watching == [request_id]
+    request = w.requests.get(request_id)
+    assert request is not None and request.sweep_at is None  # nothing left to watch
+    resend_webhook(w.services, request_id, owner=None)
+    w.queue.webhooks.clear()  # the queued message is lost
+    w.clock.advance(w.services.settings.sweep_grace * 3)
+    report = sweep(w.services)
+    assert report.webhooks_requeued == [request_id]
+    assert w.queue.webhooks and w.queue.webhooks[-1][0] == request_id
+    assert deliver_webhook(w.services, request_id) is DeliveryState.DELIVERED
