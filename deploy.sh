@@ -260,7 +260,7 @@ deploy_functions() {
     --entry-point=finalize \
     --trigger-event-filters=type=google.cloud.firestore.document.v1.written \
     --trigger-event-filters=database='(default)' \
-    --trigger-event-filters-path-pattern=document='requests/{requestId}/images/{imageId}' \
+    --trigger-event-filters-path-pattern=document='requests/{requestId}/tally/{shard}' \
     --trigger-location="$FIRESTORE_LOCATION" --trigger-service-account="$SA_TRIGGER" --retry \
     --no-allow-unauthenticated --ingress-settings="$INTERNAL_INGRESS" \
     --service-account="$SA_WORKER" --set-secrets="WEBHOOK_SECRET=$SECRET_WEBHOOK:latest" \

@@ -1,7 +1,7 @@
 """A stand-in for Eventarc's Firestore trigger, for the emulated cloud profile.
 
-Nothing on this machine delivers Firestore events, so this process watches the image documents
-(`requests/{requestId}/images/{imageId}`) through a Firestore listener and POSTs each write to
+Nothing on this machine delivers Firestore events, so this process watches the tally documents
+(`requests/{requestId}/tally/{shard}`) through a Firestore listener and POSTs each write to
 the `finalize` function the way Eventarc does: a binary-mode CloudEvent of type
 `google.cloud.firestore.document.v1.written` whose body is the `DocumentEventData` protobuf
 (`application/protobuf`), with the document before and after the write and the update mask.
@@ -157,7 +157,7 @@ def main() -> None:
     project = settings.project
     relay = Relay(project, args.target)
     client = firestore.Client(project=project)
-    watch = client.collection_group("images").on_snapshot(relay.on_snapshot)
+    watch = client.collection_group("tally").on_snapshot(relay.on_snapshot)
     ready_file = os.environ.get("IMGSVC_READY_FILE")
     while not relay.started:
         time.sleep(0.05)

@@ -9,7 +9,6 @@ from typing import Protocol
 
 from shared.domain.messages import Message
 from shared.domain.model import (
-    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliveryState,
@@ -17,7 +16,9 @@ from shared.domain.model import (
     ImageRecord,
     ImageState,
     Progress,
+    Recorded,
     RequestRecord,
+    Tally,
     UploadKey,
     WebhookDelivery,
 )
@@ -28,7 +29,9 @@ class RequestRepository(Protocol):
     (Firestore: the update time), so a stale copy never overwrites a newer state; a write that
     loses returns False and the caller reads again and decides again."""
 
-    def create(self, record: RequestRecord) -> None: ...
+    def create(self, record: RequestRecord) -> None:
+        """Create the request and its `record.tally_shards` tallies, in one commit."""
+        ...
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 
@@ -82,6 +85,7 @@ class Attempt:
 
     number: int
     version: object | None = None
+    shard: int = 0  # the image's tally, counted in when the outcome is recorded
 
 
 class ImageRepository(Protocol):
@@ -125,24 +129,29 @@ class ImageRepository(Protocol):
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> bool:
-        """False when an outcome had been recorded meanwhile: the first one stands."""
+    ) -> Recorded | None:
+        """Record the outcome and count it in the image's tally, in one commit. None when an
+        outcome had been recorded meanwhile: the first one stands, and is counted once."""
         ...
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> bool:
+    ) -> Recorded | None:
         """Like record_done: a result already recorded by a duplicate task stands."""
         ...
 
-    def has_pending(self, request_id: str) -> bool: ...
+    def tally(self, request_id: str) -> Tally:
+        """The request's counts, summed over its tallies (shared.domain.tally): no image
+        document is read, however many there are."""
+        ...
+
+    def has_unsettled(self, request_id: str) -> bool:
+        """Whether any tally of the request still counts an unsettled image (one query over
+        the tallies; images not yet materialised count as unsettled)."""
+        ...
 
     def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
         """Pending images in id order, after the id `after`."""
-        ...
-
-    def progress(self, request_id: str, total: int) -> Progress:
-        """Counts of done and failed images, read without touching any hot document."""
         ...
 
     def count(self, request_id: str) -> int:
@@ -163,12 +172,6 @@ class ImageRepository(Protocol):
     ) -> list[ImageRecord]:
         """Up to `limit` images in input order after the image id `after`; only those in
         `state` when one is given."""
-        ...
-
-    def last_update(self, request_id: str) -> datetime | None: ...
-
-    def byte_totals(self, request_id: str) -> ByteTotals:
-        """Source and output bytes summed over the done images, read without reading them."""
         ...
 
 
@@ -269,13 +272,13 @@ class TaskQueue(Protocol):
 
 
 class ImageEvents(Protocol):
-    """Tells the finaliser that an image reached a terminal state.
+    """Tells the finaliser that the last image of one of a request's tallies settled.
 
-    In production the Firestore trigger does this by itself, so the adapter does nothing; the
-    local profile enqueues a Celery task that runs the same finalise use case.
+    In production the Firestore trigger on the tallies does this by itself, so the adapter
+    does nothing; the local profile enqueues a Celery task that runs the same use case.
     """
 
-    def image_settled(self, request_id: str, image_id: str) -> None: ...
+    def shard_settled(self, request_id: str, shard: int) -> None: ...
 
 
 @dataclass(frozen=True)

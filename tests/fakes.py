@@ -20,14 +20,13 @@ from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.messages import (
     DeliverWebhook,
-    ImageSettled,
     MaterializeSlice,
     Message,
     ProcessImage,
+    ShardSettled,
     Sweep,
 )
 from shared.domain.model import (
-    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliverySeries,
@@ -37,14 +36,17 @@ from shared.domain.model import (
     ImageSlice,
     ImageState,
     Progress,
+    Recorded,
     RequestRecord,
     RequestStatus,
+    Tally,
     UploadKey,
     WebhookDelivery,
 )
+from shared.domain.tally import shard_totals
 from shared.ports import Attempt, BlobMissing, FetchedImage, RateDecision, WebhookResponse
 from shared.usecases.fan_out import materialize_slice
-from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.finalize_request import on_shard_settled
 from shared.usecases.process_image import process_image
 from shared.usecases.services import Services
 
@@ -91,12 +93,34 @@ def atomic(method: Callable[..., _T]) -> Callable[..., _T]:
     return call
 
 
+@dataclasses.dataclass
+class FakeTally:
+    total: int
+    left: int
+    done: int = 0
+    failed: int = 0
+    source_bytes: int = 0
+    output_bytes: int = 0
+    updated_at: datetime | None = None
+
+
+class FakeTallies:
+    """The `tally` documents of every request (shared.domain.tally), which the fake requests
+    create and the fake images count in, as the Firestore adapters do."""
+
+    def __init__(self) -> None:
+        self.of: dict[str, list[FakeTally]] = {}
+
+
 class FakeRequests:
-    def __init__(self, times: UpdateTimes | None = None) -> None:
+    def __init__(
+        self, times: UpdateTimes | None = None, tallies: FakeTallies | None = None
+    ) -> None:
         self.records: dict[str, RequestRecord] = {}
         self.deliveries: FakeDeliveries | None = None
         self.transitions = 0
         self._times = times or UpdateTimes()
+        self.tallies = tallies or FakeTallies()
 
     def _write(self, record: RequestRecord) -> RequestRecord:
         stored = dataclasses.replace(record, version=self._times.next())
@@ -107,6 +131,9 @@ class FakeRequests:
     def create(self, record: RequestRecord) -> None:
         if record.request_id in self.records:
             raise gexc.AlreadyExists(f"requests/{record.request_id} exists")
+        totals = shard_totals(record.total_images)
+        assert len(totals) == record.tally_shards
+        self.tallies.of[record.request_id] = [FakeTally(total, total) for total in totals]
         self._write(record)
 
     @atomic
@@ -193,11 +220,16 @@ class FakeRequests:
 
 
 class FakeImages:
-    def __init__(self, clock: FakeClock, times: UpdateTimes | None = None) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        times: UpdateTimes | None = None,
+        tallies: FakeTallies | None = None,
+    ) -> None:
         self.records: dict[tuple[str, str], ImageRecord] = {}
-        self.updated: dict[str, datetime] = {}  # latest write per request
         self._clock = clock
         self._times = times or UpdateTimes()
+        self.tallies = tallies or FakeTallies()
 
     def _write(self, record: ImageRecord, **fields: object) -> ImageRecord:
         now = self._clock.now()
@@ -208,7 +240,6 @@ class FakeImages:
             version=self._times.next(),
         )
         self.records[(record.request_id, record.image_id)] = stored
-        self.updated[record.request_id] = now
         return stored
 
     @atomic
@@ -226,6 +257,7 @@ class FakeImages:
                         serial=job.serial,
                         input_url=job.url,
                         state=ImageState.PENDING,
+                        shard=job.shard,
                     )
                 )
             out.append(self.records[key])
@@ -239,11 +271,11 @@ class FakeImages:
     def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt | None:
         number = record.attempts + 1
         if not count_now:
-            return Attempt(number, record.version)
+            return Attempt(number, record.version, record.shard)
         stored = self.records[(record.request_id, record.image_id)]
         if stored.version != record.version:
             return None
-        return Attempt(number, self._write(stored, attempts=number).version)
+        return Attempt(number, self._write(stored, attempts=number).version, record.shard)
 
     def _record(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> bool:
         # As the Firestore adapter: the write holds if the image is as the attempt saw it;
@@ -256,6 +288,21 @@ class FakeImages:
             counted = max(counted, stored.attempts)
         self._write(stored, attempts=counted, **fields)
         return True
+
+    def _settle(self, attempt: Attempt, key: tuple[str, str], **fields: object) -> Recorded | None:
+        # The outcome and its count in the tally in one commit, as the Firestore adapter.
+        if not self._record(attempt, key, **fields):
+            return None
+        tally = self.tallies.of[key[0]][attempt.shard]
+        tally.left -= 1
+        if fields["state"] is ImageState.DONE:
+            tally.done += 1
+            tally.source_bytes += int(fields["source_bytes"])  # type: ignore[call-overload]
+            tally.output_bytes += int(fields["output_bytes"])  # type: ignore[call-overload]
+        else:
+            tally.failed += 1
+        tally.updated_at = self._clock.now()
+        return Recorded(shard=attempt.shard, shard_settled=tally.left == 0)
 
     @atomic
     def record_retry(
@@ -287,8 +334,8 @@ class FakeImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> bool:
-        return self._record(
+    ) -> Recorded | None:
+        return self._settle(
             attempt,
             (request_id, image_id),
             state=ImageState.DONE,
@@ -310,8 +357,8 @@ class FakeImages:
     @atomic
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> bool:
-        return self._record(
+    ) -> Recorded | None:
+        return self._settle(
             attempt,
             (request_id, image_id),
             state=ImageState.FAILED,
@@ -327,8 +374,21 @@ class FakeImages:
         )
 
     @atomic
-    def has_pending(self, request_id: str) -> bool:
-        return any(r.state is ImageState.PENDING for r in self._of(request_id))
+    def tally(self, request_id: str) -> Tally:
+        tallies = self.tallies.of.get(request_id, [])
+        moments = [t.updated_at for t in tallies if t.updated_at is not None]
+        return Tally(
+            done=sum(t.done for t in tallies),
+            failed=sum(t.failed for t in tallies),
+            source_bytes=sum(t.source_bytes for t in tallies),
+            output_bytes=sum(t.output_bytes for t in tallies),
+            unsettled_shards=sum(t.left > 0 for t in tallies),
+            updated_at=max(moments) if moments else None,
+        )
+
+    @atomic
+    def has_unsettled(self, request_id: str) -> bool:
+        return any(t.left > 0 for t in self.tallies.of.get(request_id, []))
 
     @atomic
     def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
@@ -337,15 +397,6 @@ class FakeImages:
             for r in self._of(request_id)
             if r.state is ImageState.PENDING and (after is None or r.image_id > after)
         ][:limit]
-
-    @atomic
-    def progress(self, request_id: str, total: int) -> Progress:
-        images = self._of(request_id)
-        return Progress(
-            total=total,
-            done=sum(r.state is ImageState.DONE for r in images),
-            failed=sum(r.state is ImageState.FAILED for r in images),
-        )
 
     @atomic
     def count(self, request_id: str) -> int:
@@ -370,17 +421,6 @@ class FakeImages:
             if (after is None or r.image_id > after) and (state is None or r.state is state)
         ]
         return images[:limit]
-
-    @atomic
-    def last_update(self, request_id: str) -> datetime | None:
-        return self.updated.get(request_id)
-
-    def byte_totals(self, request_id: str) -> ByteTotals:
-        done = [r for r in self._of(request_id) if r.state is ImageState.DONE]
-        return ByteTotals(
-            source=sum(r.source_bytes or 0 for r in done),
-            output=sum(r.output_bytes or 0 for r in done),
-        )
 
 
 class FakeDeliveries:
@@ -554,7 +594,7 @@ class FakeQueue:
         self.slices: list[ImageSlice] = []
         self.images: list[tuple[str, str]] = []
         self.webhooks: list[tuple[str, float]] = []
-        self.settled: list[tuple[str, str]] = []
+        self.settled: list[tuple[str, int]] = []  # (request, shard)
         self.sent: list[tuple[Message, float]] = []  # everything, as sent
 
     def send(self, messages: Sequence[Message], *, delay_seconds: float = 0.0) -> None:
@@ -565,8 +605,8 @@ class FakeQueue:
                     self.slices.append(image_slice)
                 case ProcessImage(request_id, image_id):
                     self.images.append((request_id, image_id))
-                case ImageSettled(request_id, image_id):
-                    self.settled.append((request_id, image_id))
+                case ShardSettled(request_id, shard):
+                    self.settled.append((request_id, shard))
                 case DeliverWebhook(request_id):
                     self.webhooks.append((request_id, delay_seconds))
                 case Sweep():
@@ -574,8 +614,8 @@ class FakeQueue:
                 case _:
                     assert_never(message)
 
-    def image_settled(self, request_id: str, image_id: str) -> None:
-        self.send([ImageSettled(request_id, image_id)])
+    def shard_settled(self, request_id: str, shard: int) -> None:
+        self.send([ShardSettled(request_id, shard)])
 
 
 class FakeWebhookTransport:
@@ -660,8 +700,8 @@ class FakeWorld:
 
 def fake_world(settings: Settings | None = None) -> FakeWorld:
     clock = FakeClock()
-    times = UpdateTimes()
-    requests, images = FakeRequests(times), FakeImages(clock, times)
+    times, tallies = UpdateTimes(), FakeTallies()
+    requests, images = FakeRequests(times, tallies), FakeImages(clock, times, tallies)
     deliveries = FakeDeliveries(times)
     requests.deliveries = deliveries
     blobs, fetcher, queue = FakeBlobs(), FakeFetcher(), FakeQueue()
@@ -714,18 +754,18 @@ def run_queue(w: FakeWorld) -> None:
             except RetryLater:
                 w.queue.images.append((request_id, image_id))
         while w.queue.settled:
-            on_image_settled(w.services, *w.queue.settled.pop(0))
+            on_shard_settled(w.services, w.queue.settled.pop(0)[0])
 
 
-def image_write_event(name: str, old: str | None, new: str | None) -> bytes:
-    """The DocumentEventData Eventarc would carry for an image whose state went old -> new
+def tally_write_event(name: str, old_left: int | None, new_left: int | None) -> bytes:
+    """The DocumentEventData Eventarc would carry for a tally whose `left` went old -> new
     (None: no document on that side)."""
 
-    def document(state: str | None) -> Document:
-        if state is None:
+    def document(left: int | None) -> Document:
+        if left is None:
             return Document()
-        return Document(name=name, fields={"state": Value(string_value=state)})
+        return Document(name=name, fields={"left": Value(integer_value=left)})
 
     return DocumentEventData.serialize(
-        DocumentEventData(value=document(new), old_value=document(old))
+        DocumentEventData(value=document(new_left), old_value=document(old_left))
     )

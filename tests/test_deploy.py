@@ -123,7 +123,7 @@ def test_the_finaliser_is_a_firestore_trigger_on_image_documents(
     assert "database=(default)" in filters
     assert (
         flag(finalize, "--trigger-event-filters-path-pattern")
-        == "document=requests/{requestId}/images/{imageId}"
+        == "document=requests/{requestId}/tally/{shard}"
     )
     assert "--retry" in finalize
     assert flag(finalize, "--trigger-service-account") == (

@@ -59,7 +59,7 @@ class MaterializeSlice:
             "slice": {
                 "request_id": s.request_id,
                 "index": s.index,
-                "jobs": [[j.image_id, j.row, j.position, j.serial, j.url] for j in s.jobs],
+                "jobs": [[j.image_id, j.row, j.position, j.serial, j.url, j.shard] for j in s.jobs],
             }
         }
         return fields | ({"round": self.round} if self.round else {})
@@ -76,8 +76,9 @@ class MaterializeSlice:
                 position=int(position),
                 serial=str(serial),
                 url=str(url),
+                shard=int(shard),
             )
-            for image_id, row, position, serial, url in raw["jobs"]
+            for image_id, row, position, serial, url, shard in raw["jobs"]
         )
         slice_ = ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs)
         return cls(slice_, int(fields.get("round", 0)))
@@ -112,24 +113,25 @@ class ProcessImage:
 
 
 @dataclass(frozen=True)
-class ImageSettled:
-    """An image reached done or failed: see whether its request can be finalised.
+class ShardSettled:
+    """The last image of one of a request's tallies settled: see whether the request can be
+    finalised (shared.domain.tally).
 
-    Production never queues it: the Firestore trigger reports the write by itself.
+    Production never queues it: the Firestore trigger on the tallies reports the write.
     """
 
-    KIND: ClassVar[str] = "settled"
+    KIND: ClassVar[str] = "shard_settled"
     LANE: ClassVar[Lane] = Lane.FINALIZE
 
     request_id: str
-    image_id: str
+    shard: int
 
     def fields(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "image_id": self.image_id}
+        return {"request_id": self.request_id, "shard": self.shard}
 
     @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> ImageSettled:
-        return cls(str(fields["request_id"]), str(fields["image_id"]))
+    def from_fields(cls, fields: dict[str, Any]) -> ShardSettled:
+        return cls(str(fields["request_id"]), int(fields["shard"]))
 
     def dedup_key(self) -> str | None:
         return None
@@ -182,11 +184,11 @@ class Sweep:
         return None
 
 
-Message = MaterializeSlice | ProcessImage | ImageSettled | DeliverWebhook | Sweep
+Message = MaterializeSlice | ProcessImage | ShardSettled | DeliverWebhook | Sweep
 
 KINDS: dict[str, type[Message]] = {
     kind.KIND: kind
-    for kind in (MaterializeSlice, ProcessImage, ImageSettled, DeliverWebhook, Sweep)
+    for kind in (MaterializeSlice, ProcessImage, ShardSettled, DeliverWebhook, Sweep)
 }
 
 

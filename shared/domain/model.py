@@ -63,6 +63,7 @@ class ImageJob:
     position: int
     serial: str
     url: str
+    shard: int = 0  # its tally (shared.domain.tally)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class ImageRecord:
     serial: str
     input_url: str
     state: ImageState
+    shard: int = 0
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None
@@ -143,6 +145,35 @@ class ByteTotals:
 
 
 @dataclass(frozen=True)
+class Tally:
+    """A running request's counts, summed over its tallies (shared.domain.tally)."""
+
+    done: int = 0
+    failed: int = 0
+    source_bytes: int = 0
+    output_bytes: int = 0
+    unsettled_shards: int = 0
+    # When an image last settled (None before the first).
+    updated_at: datetime | None = None
+
+    def progress(self, total: int) -> Progress:
+        return Progress(total=total, done=self.done, failed=self.failed)
+
+    @property
+    def bytes(self) -> ByteTotals:
+        return ByteTotals(source=self.source_bytes, output=self.output_bytes)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An outcome that was recorded (a duplicate's never is), and whether it was the last of
+    its tally to settle."""
+
+    shard: int
+    shard_settled: bool
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     request_id: str
     status: RequestStatus
@@ -168,6 +199,8 @@ class RequestRecord:
     # blocks nobody for longer than that.
     render_holder: str | None = None
     render_until: datetime | None = None
+    # How many tally documents count its images (shared.domain.tally).
+    tally_shards: int = 1
     version: object | None = field(default=None, compare=False)
 
 

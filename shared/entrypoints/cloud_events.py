@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 from shared.adapters.gcp.cloud_tasks_queue import TASK_EVENT_TYPE
-from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE, image_write
-from shared.domain.messages import ImageSettled, from_payload
+from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE, tally_write
+from shared.domain.messages import ShardSettled, from_payload
 from shared.entrypoints.tasks import handle
 from shared.usecases.services import Services
 
@@ -20,10 +20,10 @@ def handle_event(services: Services, event_type: str, data: Any) -> None:
     if event_type == WRITTEN_EVENT_TYPE:
         if not isinstance(data, bytes):
             raise ValueError("a Firestore event carries a DocumentEventData protobuf")
-        write = image_write(data)
-        # Creation, retry notes and repeated outcomes are not news; only a settling is.
+        write = tally_write(data)
+        # Only the write that counted a tally's last image is news; the event says so itself.
         if write.settles:
-            handle(services, ImageSettled(write.request_id, write.image_id))
+            handle(services, ShardSettled(write.request_id, write.shard))
         return
     if event_type == TASK_EVENT_TYPE:
         payload = json.loads(data) if isinstance(data, bytes | str) else data

@@ -14,18 +14,18 @@ from typing import Any, assert_never
 from shared.domain.errors import RetryLater
 from shared.domain.messages import (
     DeliverWebhook,
-    ImageSettled,
     MalformedMessage,
     MaterializeSlice,
     Message,
     ProcessImage,
+    ShardSettled,
     Sweep,
     from_payload,
 )
 from shared.entrypoints.http_api import ApiResponse, error, internal_error
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.fan_out import materialize_slice
-from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.finalize_request import on_shard_settled
 from shared.usecases.process_image import process_image
 from shared.usecases.services import Services
 from shared.usecases.sweep import sweep
@@ -49,8 +49,8 @@ def handle(services: Services, message: Message, *, redelivered: bool = False) -
             count_first = redelivered or round_ > 0
             state = process_image(services, request_id, image_id, count_first=count_first)
             return {"state": state.value}
-        case ImageSettled(request_id, image_id):
-            return {"finalized": on_image_settled(services, request_id, image_id)}
+        case ShardSettled(request_id, _shard):
+            return {"finalized": on_shard_settled(services, request_id)}
         case DeliverWebhook(request_id):
             delivered = deliver_webhook(services, request_id)
             return {"webhook": delivered.value if delivered else None}

@@ -10,6 +10,7 @@ from shared.domain.blob_layout import upload_path
 from shared.domain.csv_table import parse_product_csv
 from shared.domain.errors import ImageFailure
 from shared.domain.model import RequestRecord, RequestStatus, new_request_id
+from shared.domain.tally import shard_count
 from shared.usecases.fan_out import queue_slices
 from shared.usecases.finalize_request import fail_request
 from shared.usecases.services import Services
@@ -79,6 +80,7 @@ def accept_upload(
             owner=owner,
             # If every message about it is lost, the sweeper still finds it then.
             sweep_at=now + timedelta(seconds=services.settings.stall_after),
+            tally_shards=shard_count(table.url_count),
         )
     )
     try:

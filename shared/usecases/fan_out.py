@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from shared.domain.csv_table import ProductTable
 from shared.domain.messages import MaterializeSlice, ProcessImage
 from shared.domain.model import ImageJob, ImageSlice, ImageState, image_id
+from shared.domain.tally import shard_count, shard_of
 from shared.usecases.services import Services
 
 # One slice = one Firestore commit (at most 500 writes) and one task.
@@ -27,6 +28,8 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
     jobs: list[ImageJob] = []
     size = 0
     index = 0
+    shards = shard_count(table.url_count)
+    ordinal = 0
     for row in table.rows:
         for position, url in enumerate(row.urls):
             job_size = len(url) + len(row.serial) + JOB_OVERHEAD
@@ -41,9 +44,11 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
                     position=position,
                     serial=row.serial,
                     url=url,
+                    shard=shard_of(ordinal, shards),
                 )
             )
             size += job_size
+            ordinal += 1
     if jobs:
         yield ImageSlice(request_id, index, tuple(jobs))
 

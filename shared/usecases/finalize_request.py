@@ -1,11 +1,11 @@
 """Finalise a request once its last image has settled: output CSV, status, webhook.
 
-Called for every image that reaches a terminal state (the Firestore trigger in production, a
-Celery task locally), and by the sweeper, at least once and in any order. The completion check
-reads only cheap queries; rendering is claimed with a lease, so concurrent events render once
-and a finaliser that dies holding the claim blocks others only until it expires; and the
-transition is a conditional write on the request document, so however many calls race,
-exactly one writes `completed` and queues the one webhook message.
+Called whenever one of a request's tallies has counted its last image (the Firestore trigger on
+the tallies in production, a Celery task locally), and by the sweeper, at least once and in any
+order. The completion check is one query over the tallies; rendering is claimed with a lease,
+so concurrent events render once and a finaliser that dies holding the claim blocks others only
+until it expires; and the transition is a conditional write on the request document, so however
+many calls race, exactly one writes `completed` and queues the one webhook message.
 """
 
 from __future__ import annotations
@@ -36,25 +36,19 @@ log = logging.getLogger(__name__)
 RENDER_LEASE = 300.0
 
 
-def on_image_settled(services: Services, request_id: str, image_id: str) -> bool:
+def on_shard_settled(services: Services, request_id: str) -> bool:
     """Returns True when this call finalised the request."""
-    # Most events arrive while other images are pending: one cheap query settles them. (A
-    # request with pending images cannot have been finalised, so the order is safe.)
-    if services.images.has_pending(request_id):
+    # Is any of the request's tallies still counting an unsettled image? One query over at
+    # most 128 small documents, whatever the request's size; images not yet materialised count
+    # as unsettled too, so no slice can be missed.
+    if services.images.has_unsettled(request_id):
         return False
     request = services.requests.get(request_id)
     if request is None:
-        log.warning("settled image %s of unknown request %s", image_id, request_id)
+        log.warning("settled shard of unknown request %s", request_id)
         return False
     if request.status is not RequestStatus.IN_PROGRESS:
         _redispatch_webhook(services, request_id)
-        return False
-    # Images are created slice by slice, and only ever added: once all of them exist, a
-    # second look for pending ones sees every image. (Looking for pending ones first and
-    # counting after could miss a slice committed in between.)
-    if services.images.count(request_id) < request.total_images:
-        return False
-    if services.images.has_pending(request_id):
         return False
     return complete_request(services, request)
 
@@ -112,7 +106,7 @@ def fail_request(
         request,
         RequestStatus.FAILED,
         holder=holder,
-        progress=services.images.progress(request_id, request.total_images),
+        progress=services.images.tally(request_id).progress(request.total_images),
         error_code=code,
         error_message=message,
     )

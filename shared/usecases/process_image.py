@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.model import ImageRecord, ImageState
+from shared.domain.model import ImageRecord, ImageState, Recorded
 from shared.ports import Attempt
 from shared.usecases.services import Services
 
@@ -63,7 +63,9 @@ def process_image(
             log.warning("image %s/%s does not exist; dropping the task", request_id, image_id)
             return ImageState.FAILED
         if record.state.terminal:
-            services.events.image_settled(request_id, image_id)
+            # A duplicate, or a task redelivered after its outcome was written: tell the
+            # finaliser again, in case the first telling was lost with its worker.
+            services.events.shard_settled(request_id, record.shard)
             return record.state
         if record.attempts >= services.settings.image_max_attempts:
             # Every counted attempt ended without an outcome: each time, the process working
@@ -80,15 +82,22 @@ def _give_up(services: Services, record: ImageRecord) -> ImageState:
     message = f"gave up after {record.attempts} attempts; the worker died while processing it" + (
         f" (the last error was: {record.error_message})" if record.error_message else ""
     )
-    services.images.record_failed(
-        Attempt(record.attempts, record.version),
+    recorded = services.images.record_failed(
+        Attempt(record.attempts, record.version, record.shard),
         record.request_id,
         record.image_id,
         code=ErrorCode.WORKER_LOST.value,
         message=message,
     )
-    services.events.image_settled(record.request_id, record.image_id)
+    _tell_finaliser(services, record, recorded)
     return ImageState.FAILED
+
+
+def _tell_finaliser(services: Services, record: ImageRecord, recorded: Recorded | None) -> None:
+    """The finaliser needs to hear only when a tally's last image settled (or, when another
+    copy recorded the outcome first, again: its telling may have been lost)."""
+    if recorded is None or recorded.shard_settled:
+        services.events.shard_settled(record.request_id, record.shard)
 
 
 def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> ImageState | None:
@@ -117,7 +126,7 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
         compressed = services.codec.compress(fetched.data)
         path = output_image_path(record, compressed.extension)
         url = services.blobs.put_output(path, compressed.data, compressed.content_type)
-        services.images.record_done(
+        recorded = services.images.record_done(
             attempt,
             request_id,
             image_id,
@@ -129,7 +138,7 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
         state = ImageState.DONE
     except ImageFailure as failure:
         if failure.transient:
-            state = _retry_or_fail(
+            state, recorded = _retry_or_fail(
                 services,
                 attempt,
                 request_id,
@@ -140,7 +149,7 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
                 hint=failure.retry_after,
             )
         else:
-            services.images.record_failed(
+            recorded = services.images.record_failed(
                 attempt, request_id, image_id, code=failure.code.value, message=failure.message
             )
             state = ImageState.FAILED
@@ -149,7 +158,7 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
         # alone with an id that leads to the logged stack trace.
         error_id = uuid.uuid4().hex[:12]
         log.exception("image %s/%s: unexpected error %s", request_id, image_id, error_id)
-        state = _retry_or_fail(
+        state, recorded = _retry_or_fail(
             services,
             attempt,
             request_id,
@@ -159,8 +168,7 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
             final_message=f"internal error (id {error_id})",
             hint=None,
         )
-    # Whatever this attempt recorded (or found recorded by a duplicate), the image has settled.
-    services.events.image_settled(request_id, image_id)
+    _tell_finaliser(services, record, recorded)
     return state
 
 
@@ -174,7 +182,7 @@ def _retry_or_fail(
     retry_message: str,
     final_message: str,
     hint: float | None,
-) -> ImageState:
+) -> tuple[ImageState, Recorded | None]:
     """Another attempt while there are attempts left (raises RetryLater), else fail for good."""
     if attempt.number < services.settings.image_max_attempts:
         delay = retry_delay(attempt.number, hint)
@@ -188,6 +196,8 @@ def _retry_or_fail(
         )
         if recorded:
             raise RetryLater(retry_message, after_seconds=delay)
-        return ImageState.PENDING  # a duplicate recorded an outcome meanwhile; it stands
-    services.images.record_failed(attempt, request_id, image_id, code=code, message=final_message)
-    return ImageState.FAILED
+        return ImageState.PENDING, None  # a duplicate recorded an outcome meanwhile; it stands
+    failed = services.images.record_failed(
+        attempt, request_id, image_id, code=code, message=final_message
+    )
+    return ImageState.FAILED, failed

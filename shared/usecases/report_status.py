@@ -64,13 +64,14 @@ def report_status(
     30,000), still in input order and paginated the same way."""
     request = visible_request(services, request_id, owner)
     updated_at = request.updated_at
+    tally = None
     if request.final_progress is not None:
         progress = request.final_progress
     else:
-        progress = services.images.progress(request_id, request.total_images)
-        last = services.images.last_update(request_id)
-        if last is not None and last > updated_at:
-            updated_at = last
+        tally = services.images.tally(request_id)
+        progress = tally.progress(request.total_images)
+        if tally.updated_at is not None and tally.updated_at > updated_at:
+            updated_at = tally.updated_at
     page = None
     webhook = None
     totals = None
@@ -79,5 +80,5 @@ def report_status(
         images = services.images.page(request_id, after=after, limit=size, state=state)
         page = ImagePage(images, images[-1].image_id if len(images) == size else None)
         webhook = services.deliveries.get(request_id)
-        totals = services.images.byte_totals(request_id)
+        totals = (tally or services.images.tally(request_id)).bytes
     return StatusReport(request, progress, updated_at, webhook, page, totals)

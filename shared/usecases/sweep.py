@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from shared.domain.messages import DeliverWebhook, ProcessImage
 from shared.domain.model import DeliveryState, RequestRecord, RequestStatus
 from shared.usecases.fan_out import queue_slices
-from shared.usecases.finalize_request import fail_request, on_image_settled
+from shared.usecases.finalize_request import fail_request, on_shard_settled
 from shared.usecases.services import Services
 from shared.usecases.uploaded_csv import InputLost, read_uploaded_table
 
@@ -95,9 +95,10 @@ def _look_at_running(
 ) -> None:
     settings = services.settings
     stall = timedelta(seconds=settings.stall_after)
-    last = max(
-        services.images.last_update(request.request_id) or request.updated_at, request.updated_at
-    )
+    # The latest settled image (every settling counts in a tally), or the request's own
+    # last write: when neither moved for `stall_after`, something was lost.
+    settled_at = services.images.tally(request.request_id).updated_at
+    last = max(settled_at or request.updated_at, request.updated_at)
     if now - last < stall:
         # Moving: nothing is lost (yet). Progress resets the backoff.
         services.requests.reschedule_sweep(request, sweep_at=last + stall, sweeps=0)
@@ -113,6 +114,10 @@ def _look_at_running(
 
 def _redrive(services: Services, request: RequestRecord, now: datetime, round_: int) -> None:
     request_id = request.request_id
+    if not services.images.has_unsettled(request_id):
+        log.warning("request %s stalled with every image settled: finalising", request_id)
+        on_shard_settled(services, request_id)
+        return
     if services.images.count(request_id) < request.total_images:
         log.warning(
             "request %s stalled: materialising its images again (round %d)", request_id, round_
@@ -126,15 +131,12 @@ def _redrive(services: Services, request: RequestRecord, now: datetime, round_: 
         return
     grace = timedelta(seconds=services.settings.sweep_grace)
     overdue: list[str] = []
-    waiting = False
     after: str | None = None
     while True:
         page = services.images.pending(request_id, after=after, limit=PENDING_PAGE)
         for image in page:
             # A retry still ahead is an image waiting on purpose, not a lost one.
-            if image.retry_at is not None and image.retry_at + grace > now:
-                waiting = True
-            else:
+            if image.retry_at is None or image.retry_at + grace <= now:
                 overdue.append(image.image_id)
         if len(page) < PENDING_PAGE:
             break
@@ -147,9 +149,6 @@ def _redrive(services: Services, request: RequestRecord, now: datetime, round_: 
             round_,
         )
         services.queue.send([ProcessImage(request_id, i, round=round_) for i in overdue])
-    elif not waiting:
-        log.warning("request %s stalled with every image settled: finalising", request_id)
-        on_image_settled(services, request_id, "sweep")
 
 
 def _look_at_settled(

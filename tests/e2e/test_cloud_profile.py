@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.domain.messages import ProcessImage
 from shared.domain.model import image_id
 from tests.e2e.helpers import details, read_csv, upload, wait_for, wait_until_finished, webhooks_for
-from tests.fakes import image_write_event
+from tests.fakes import tally_write_event
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +69,14 @@ def test_duplicated_cloud_tasks_neither_double_count_nor_double_notify(
     assert len(webhooks_for(base, request_id)) == 1
 
 
-def firestore_event(cloud: Stack, request_id: str, image: str, old: str | None, new: str) -> bytes:
+def firestore_event(
+    cloud: Stack, request_id: str, shard: int, old: int | None, new: int | None
+) -> bytes:
     name = (
         f"projects/{cloud.env['GOOGLE_CLOUD_PROJECT']}/databases/(default)/documents/"
-        f"requests/{request_id}/images/{image}"
+        f"requests/{request_id}/tally/{shard}"
     )
-    return image_write_event(name, old, new)
+    return tally_write_event(name, old, new)
 
 
 def post_event(cloud: Stack, body: bytes) -> int:
@@ -102,16 +104,17 @@ def test_duplicated_and_reordered_trigger_events_finalise_once(
         lines = [f"1,Lamp,{host.url('/p0.jpg')}", f"2,Desk,{host.url('/p1.jpg')}"]
         answer = upload(base, (HEADER + "\n".join(lines)).encode(), f"{base}/webhook")
         request_id = answer.json()["request_id"]
-        first, second = image_id(0, 0), image_id(1, 0)
+        # Two images, two tallies: image n counts in tally n.
+        first, second = 0, 1
 
         def first_done() -> bool:
             images = details(base, request_id)["images"]
             return bool(images) and images[0]["state"] == "done"
 
         wait_for(first_done, 30, "the first image")
-        # A forged "second image settled" while its download is in fact held back: the
+        # A forged "the second tally settled" while its download is in fact held back: the
         # finaliser trusts the store, not the event, and does nothing.
-        forged = firestore_event(cloud, request_id, second, "pending", "done")
+        forged = firestore_event(cloud, request_id, second, 1, 0)
         assert post_event(cloud, forged) < 300
         now = requests.get(f"{base}/status/{request_id}", timeout=10).json()
         assert (now["status"], now["progress"]["pending"]) == ("in progress", 1)
@@ -119,15 +122,15 @@ def test_duplicated_and_reordered_trigger_events_finalise_once(
         status = wait_until_finished(base, request_id, timeout=90)
     assert status["status"] == "completed"
     assert status["progress"]["done"] == 2
-    # Late, repeated and out-of-order copies of both images' events.
-    for old, new, image in [
-        ("pending", "done", first),
-        (None, "pending", second),
-        ("pending", "done", second),
-        ("pending", "done", first),
-        ("done", "done", second),
+    # Late, repeated and out-of-order copies of both tallies' events.
+    for old, new, shard in [
+        (1, 0, first),
+        (None, 1, second),
+        (1, 0, second),
+        (1, 0, first),
+        (0, 0, second),
     ]:
-        assert post_event(cloud, firestore_event(cloud, request_id, image, old, new)) < 300
+        assert post_event(cloud, firestore_event(cloud, request_id, shard, old, new)) < 300
     wait_for(lambda: webhooks_for(base, request_id), 30, "the webhook")
     time.sleep(2)
     assert len(webhooks_for(base, request_id)) == 1

@@ -80,12 +80,14 @@ def test_the_adapters_read_and_write_through_it(db: firestore.Client) -> None:
     clock = SystemClock()
     requests_store, images = FirestoreRequests(db, clock), FirestoreImages(db, clock)
     now = datetime.now(UTC)
-    record = RequestRecord("F" * 22, RequestStatus.IN_PROGRESS, 3, 3, "uploads/x.csv", now, now)
+    record = RequestRecord(
+        "F" * 22, RequestStatus.IN_PROGRESS, 3, 3, "uploads/x.csv", now, now, tally_shards=3
+    )
     requests_store.create(record)
     stored = requests_store.get(record.request_id)
     assert stored is not None and stored.total_images == 3
     jobs = [
-        ImageJob(record.request_id, image_id(n, 0), n, 0, str(n), f"http://127.0.0.1:9/{n}.jpg")
+        ImageJob(record.request_id, image_id(n, 0), n, 0, str(n), f"http://127.0.0.1:9/{n}.jpg", n)
         for n in range(3)
     ]
     images.create_missing(jobs)
@@ -97,7 +99,7 @@ def test_the_adapters_read_and_write_through_it(db: firestore.Client) -> None:
     )
     failed = images.page(record.request_id, after=None, limit=10, state=ImageState.FAILED)
     assert [i.image_id for i in failed] == [jobs[1].image_id]
-    assert images.progress(record.request_id, 3).failed == 1
+    assert images.tally(record.request_id).progress(3).failed == 1
 
 
 def test_the_local_profile_completes_a_request_on_it(firebase_stack: Stack) -> None:

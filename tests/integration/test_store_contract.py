@@ -32,13 +32,16 @@ from shared.domain.model import (
     ImageJob,
     ImageState,
     Progress,
+    Recorded,
     RequestRecord,
     RequestStatus,
+    Tally,
     UploadKey,
     WebhookDelivery,
     image_id,
     new_request_id,
 )
+from shared.domain.tally import shard_count, shard_of
 from shared.ports import (
     Attempt,
     DeliveryRepository,
@@ -52,6 +55,7 @@ from tests.fakes import (
     FakeDeliveries,
     FakeImages,
     FakeRequests,
+    FakeTallies,
     FakeUploadKeys,
     UpdateTimes,
 )
@@ -80,10 +84,11 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
         times = UpdateTimes()
         clock = FakeClock()
         clock.moment = datetime.now(UTC)
-        fake_requests = FakeRequests(times)
+        tallies = FakeTallies()
+        fake_requests = FakeRequests(times, tallies)
         fake_deliveries = FakeDeliveries(times)
         fake_requests.deliveries = fake_deliveries
-        images = FakeImages(clock, times)
+        images = FakeImages(clock, times, tallies)
         yield Stores(fake_requests, images, fake_deliveries, FakeUploadKeys(times))
         return
     db = request.getfixturevalue("db")
@@ -112,14 +117,17 @@ def new_request(
             updated_at=now,
             webhook_url="http://127.0.0.1:9/hook" if webhook else None,
             sweep_at=sweep_at,
+            tally_shards=shard_count(total),
         )
     )
     return request_id
 
 
 def jobs(request_id: str, count: int) -> list[ImageJob]:
+    """The images of a request of `count` images, one a row, each in its tally."""
+    shards = shard_count(count)
     return [
-        ImageJob(request_id, image_id(i, 0), i, 0, str(i + 1), f"http://127.0.0.1:9/{i}.jpg")
+        ImageJob(request_id, image_id(i, 0), i, 0, str(i + 1), f"http://x/{i}", shard_of(i, shards))
         for i in range(count)
     ]
 
@@ -136,7 +144,9 @@ def begin(stores: Stores, request_id: str, image: str) -> Attempt:
     return attempt
 
 
-def done(stores: Stores, attempt: Attempt, request_id: str, image: str, url: str = "u") -> bool:
+def done(
+    stores: Stores, attempt: Attempt, request_id: str, image: str, url: str = "u"
+) -> Recorded | None:
     return stores.images.record_done(
         attempt, request_id, image, output_url=url, output_path="p", image=JPEG, source_bytes=1
     )
@@ -276,24 +286,42 @@ def test_concurrent_materialisations_of_one_slice_agree(stores: Stores) -> None:
     assert stores.images.count(request_id) == 300
 
 
-def test_progress_is_counted_from_the_image_documents(stores: Stores) -> None:
-    request_id = new_request(stores, 5)
-    all_jobs = jobs(request_id, 5)
+def test_progress_is_counted_in_the_tallies_once_per_settled_image(stores: Stores) -> None:
+    request_id = new_request(stores, 300)  # more images than tallies: some count three
+    all_jobs = jobs(request_id, 300)
     stores.images.create_missing(all_jobs)
-    assert stores.images.has_pending(request_id)
-    for job in all_jobs[:3]:
-        done(stores, begin(stores, request_id, job.image_id), request_id, job.image_id)
-    attempt = begin(stores, request_id, all_jobs[3].image_id)
-    stores.images.record_failed(
-        attempt, request_id, all_jobs[3].image_id, code="timeout", message="slow"
+    assert stores.images.has_unsettled(request_id)
+    assert stores.images.tally(request_id) == Tally(unsettled_shards=shard_count(300))
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    settled: list[Any] = []
+    for job in all_jobs[:-1]:
+        attempt = begin(stores, request_id, job.image_id)
+        if job.row % 10 == 0:
+            settled.append(
+                stores.images.record_failed(
+                    attempt, request_id, job.image_id, code="t", message="x"
+                )
+            )
+        else:
+            settled.append(done(stores, attempt, request_id, job.image_id))
+    # A duplicate's outcome is not recorded, so not counted either.
+    stale = Attempt(1, None, all_jobs[0].shard)
+    assert (
+        stores.images.record_failed(stale, request_id, all_jobs[0].image_id, code="t", message="x")
+        is None
     )
-    assert stores.images.progress(request_id, 5) == Progress(total=5, done=3, failed=1)
-    assert stores.images.has_pending(request_id)
-    last = stores.images.last_update(request_id)
-    assert last is not None and last > datetime.now(UTC) - timedelta(minutes=1)
-    attempt = begin(stores, request_id, all_jobs[4].image_id)
-    stores.images.record_failed(attempt, request_id, all_jobs[4].image_id, code="t", message="x")
-    assert not stores.images.has_pending(request_id)
+    tally = stores.images.tally(request_id)
+    assert (tally.done, tally.failed) == (269, 30)
+    assert (tally.source_bytes, tally.output_bytes) == (269, 269 * len(JPEG.data))
+    assert tally.unsettled_shards == 1 and stores.images.has_unsettled(request_id)
+    assert tally.updated_at is not None and tally.updated_at > before
+    # Each write said whether it settled its tally's last image: once per tally.
+    assert sum(r.shard_settled for r in settled) == shard_count(300) - 1
+    last = all_jobs[-1]
+    final = done(stores, begin(stores, request_id, last.image_id), request_id, last.image_id)
+    assert final is not None and final.shard_settled and final.shard == last.shard
+    assert not stores.images.has_unsettled(request_id)
+    assert stores.images.tally(request_id).progress(300) == Progress(300, 270, 30)
 
 
 def test_a_duplicate_attempt_never_overwrites_a_recorded_result(stores: Stores) -> None:
@@ -302,9 +330,9 @@ def test_a_duplicate_attempt_never_overwrites_a_recorded_result(stores: Stores) 
     stores.images.create_missing([job])
     first = begin(stores, request_id, job.image_id)
     second = begin(stores, request_id, job.image_id)  # a duplicated task, concurrently
-    assert done(stores, second, request_id, job.image_id, url="u2") is True
+    assert done(stores, second, request_id, job.image_id, url="u2") is not None
     late = stores.images.record_failed(first, request_id, job.image_id, code="t", message="late")
-    assert late is False
+    assert late is None
     record = read(stores, request_id, job.image_id)
     assert (record.state, record.output_url, record.attempts) == (ImageState.DONE, "u2", 1)
 

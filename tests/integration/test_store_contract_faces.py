@@ -48,9 +48,9 @@ def test_a_page_filtered_by_state_holds_only_that_state_in_input_order(stores: S
     assert len(pending) == 30 - 5 - 8
     assert all(r.state is ImageState.PENDING for r in pending)
     # The bytes of the done images only: sources as recorded, outputs JPEG's 10 bytes each.
-    totals = images.byte_totals(request_id)
+    totals = images.tally(request_id).bytes
     assert (totals.source, totals.output) == (sum(r.row for r in done), 8 * len(JPEG.data))
-    empty = images.byte_totals(new_request(stores, 1))
+    empty = images.tally(new_request(stores, 1)).bytes
     assert (empty.source, empty.output) == (0, 0)
 
 

@@ -12,8 +12,8 @@ from google.api_core import exceptions as gexc
 from shared.adapters.gcp.cloud_tasks_queue import TASK_EVENT_TYPE, CloudTasksQueue
 from shared.adapters.gcp.firestore_events import (
     WRITTEN_EVENT_TYPE,
-    NotAnImageEvent,
-    image_write,
+    NotATallyEvent,
+    tally_write,
 )
 from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure
@@ -24,14 +24,14 @@ from shared.entrypoints.cloud_events import handle_event
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.fan_out import materialize_slice
 from shared.usecases.process_image import process_image
-from tests.fakes import image_write_event, run_queue
+from tests.fakes import run_queue, tally_write_event
 from tests.unit.test_use_cases import CSV, world
 
-NAME = "projects/p/databases/(default)/documents/requests/REQ/images/0000001-02"
+NAME = "projects/p/databases/(default)/documents/requests/REQ/tally/7"
 
 
-def event(old: str | None, new: str | None, name: str = NAME) -> bytes:
-    return image_write_event(name, old, new)
+def event(old: int | None, new: int | None, name: str = NAME) -> bytes:
+    return tally_write_event(name, old, new)
 
 
 # ---- Firestore trigger events -----------------------------------------------------------
@@ -40,33 +40,29 @@ def event(old: str | None, new: str | None, name: str = NAME) -> bytes:
 @pytest.mark.parametrize(
     ("old", "new", "settles"),
     [
-        (None, "pending", False),  # creation
-        ("pending", "pending", False),  # a retry's note
-        ("pending", "done", True),
-        ("pending", "failed", True),
-        (None, "done", True),  # created and settled between two snapshots
-        ("done", "done", False),  # a duplicate task's identical outcome
-        ("failed", "done", False),
-        ("done", None, False),  # deletion
+        (None, 3, False),  # the tally's creation, at upload
+        (3, 2, False),  # one image of three settled
+        (1, 0, True),  # its last one
+        (None, 0, True),  # created and settled between two snapshots
+        (0, 0, False),  # a later write of a settled tally (none is made, but harmless)
+        (0, None, False),  # deletion
     ],
 )
-def test_only_a_move_to_a_settled_state_is_news(
-    old: str | None, new: str | None, settles: bool
+def test_only_the_write_that_settles_a_tallys_last_image_is_news(
+    old: int | None, new: int | None, settles: bool
 ) -> None:
-    write = image_write(event(old, new))
-    assert (write.request_id, write.image_id) == ("REQ", "0000001-02")
+    write = tally_write(event(old, new))
+    assert (write.request_id, write.shard) == ("REQ", 7)
     assert write.settles is settles
 
 
 def test_events_of_other_documents_are_refused() -> None:
-    with pytest.raises(NotAnImageEvent):
-        image_write(event("pending", "done", "projects/p/databases/(default)/documents/requests/R"))
-    with pytest.raises(NotAnImageEvent):
-        image_write(b"\xff\x00 not a protobuf")
-
-
-def test_an_unknown_state_value_is_not_a_settling() -> None:
-    assert image_write(event("pending", "exploded")).settles is False
+    with pytest.raises(NotATallyEvent):
+        tally_write(event(1, 0, "projects/p/databases/(default)/documents/requests/R"))
+    with pytest.raises(NotATallyEvent):
+        tally_write(event(1, 0, "projects/p/databases/(default)/documents/requests/R/images/x"))
+    with pytest.raises(NotATallyEvent):
+        tally_write(b"\xff\x00 not a protobuf")
 
 
 # ---- Cloud Tasks ---------------------------------------------------------------------------
@@ -221,17 +217,23 @@ def test_a_malformed_task_is_a_400(payload: object) -> None:
 # ---- finalize's events -------------------------------------------------------------------------
 
 
-def test_the_settling_event_of_the_last_image_completes_the_request() -> None:
+def test_the_event_of_the_last_tally_to_settle_completes_the_request() -> None:
     w = world()
     request_id = accept_upload(w.services, CSV).request_id
     materialize_slice(w.services, w.queue.slices.pop(0))
-    for _, image in list(w.queue.images):
+    images = list(w.queue.images)
+    for _, image in images[:-1]:
         process_image(w.services, request_id, image)
-    name = f"projects/p/databases/(default)/documents/requests/{request_id}/images/0000001-00"
-    handle_event(w.services, WRITTEN_EVENT_TYPE, event(None, "pending", name))
+    record = w.requests.get(request_id)
+    assert record is not None
+    last = record.tally_shards - 1
+    name = f"projects/p/databases/(default)/documents/requests/{request_id}/tally/{last}"
+    # A forged "settled" while an image is in fact pending: the finaliser trusts the store.
+    handle_event(w.services, WRITTEN_EVENT_TYPE, event(1, 0, name))
     record = w.requests.get(request_id)
     assert record is not None and record.status is RequestStatus.IN_PROGRESS
-    handle_event(w.services, WRITTEN_EVENT_TYPE, event("pending", "done", name))
+    process_image(w.services, request_id, images[-1][1])
+    handle_event(w.services, WRITTEN_EVENT_TYPE, event(1, 0, name))
     record = w.requests.get(request_id)
     assert record is not None and record.status is RequestStatus.COMPLETED
 

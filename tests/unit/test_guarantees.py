@@ -16,7 +16,7 @@ from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageState, RequestStatus
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.fan_out import materialize_slice
-from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.finalize_request import on_shard_settled
 from shared.usecases.process_image import process_image
 from tests.fakes import FakeWorld
 from tests.unit.test_use_cases import CSV, world
@@ -93,8 +93,8 @@ def test_a_stale_failure_never_replaces_done_after_the_request_completed(
         w.fetcher.answers["https://img.test/a.jpg"] = [b"a"]
         for _, image in list(w.queue.images):
             process_image(w.services, request_id, image)
-        for settled in list(w.queue.settled):
-            on_image_settled(w.services, *settled)
+        for request, _shard in list(w.queue.settled):
+            on_shard_settled(w.services, request)
         w.fetcher.answers["https://img.test/a.jpg"] = [ImageFailure(ErrorCode.HTTP_ERROR, "404")]
 
     once_before(w.fetcher, "fetch", everything_else_completes)
@@ -109,7 +109,7 @@ def test_a_stale_failure_never_replaces_done_after_the_request_completed(
     assert record.output_url is not None and record.output_url.encode() in data
 
 
-def test_not_completed_when_a_slice_is_committed_between_the_two_looks() -> None:
+def test_not_completed_while_a_slice_is_yet_to_be_materialised() -> None:
     w = world()
     rows = "\r\n".join(f"{i},Item,https://img.test/a.jpg" for i in range(501))
     csv_bytes = f"Serial Number,Product Name,Input Image Urls\r\n{rows}\r\n".encode()
@@ -120,13 +120,13 @@ def test_not_completed_when_a_slice_is_committed_between_the_two_looks() -> None
     for _, image in list(w.queue.images):
         process_image(w.services, request_id, image)
     w.queue.images.clear()
-    # Nothing pending among the 500 that exist, and the last slice is committed just as the
-    # finaliser goes on to count.
-    once_before(w.images, "count", lambda: materialize_slice(w.services, second))
-    assert on_image_settled(w.services, request_id, "0000499-00") is False
+    # Every image that exists is settled, and the last slice is committed just as the
+    # finaliser looks: the tallies count the images of that slice too.
+    once_before(w.images, "has_unsettled", lambda: materialize_slice(w.services, second))
+    assert on_shard_settled(w.services, request_id) is False
     request = w.requests.get(request_id)
     assert request is not None and request.status is RequestStatus.IN_PROGRESS
-    assert w.images.has_pending(request_id)
+    assert w.images.has_unsettled(request_id)
 
 
 def test_a_retry_that_finds_an_outcome_recorded_meanwhile_asks_for_no_retry() -> None:

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from shared.config import Settings
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.messages import ImageSettled, Message, Sweep
+from shared.domain.messages import Message, ShardSettled, Sweep
 from shared.domain.model import DeliveryState, ImageState, RequestStatus
 from shared.entrypoints.tasks import handle
 from shared.ports import WebhookResponse
@@ -79,8 +79,8 @@ class ModelQueue:
         due = self.model.seconds() + delay_seconds
         self.waiting.extend(Envelope(m, due) for m in messages)
 
-    def image_settled(self, request_id: str, image_id: str) -> None:
-        self.send([ImageSettled(request_id, image_id)])
+    def shard_settled(self, request_id: str, shard: int) -> None:
+        self.send([ShardSettled(request_id, shard)])
 
 
 class Receiver:
@@ -370,9 +370,8 @@ class PipelineModel(RuleBasedStateMachine):
     @invariant()
     def progress_never_goes_back(self) -> None:
         for request_id in self.requests:
-            record = self.world.requests.records[request_id]
-            done = self.world.images.progress(request_id, record.total_images)
-            settled = done.done + done.failed
+            tally = self.world.images.tally(request_id)
+            settled = tally.done + tally.failed
             assert settled >= self.progress_seen.get(request_id, 0)
             self.progress_seen[request_id] = settled
 

@@ -18,7 +18,7 @@ from shared.domain.model import DeliveryState, ImageSlice, ImageState, RequestSt
 from shared.usecases.accept_upload import UploadRejected, accept_upload
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.fan_out import materialize_slice, plan_slices
-from shared.usecases.finalize_request import on_image_settled
+from shared.usecases.finalize_request import on_shard_settled
 from shared.usecases.process_image import process_image
 from shared.usecases.report_status import UnknownRequest, report_status
 from tests.fakes import FakeWorld, fake_world, run_queue
@@ -179,7 +179,8 @@ def test_a_duplicated_image_task_does_not_fetch_again_but_repeats_the_event() ->
     state = process_image(w.services, request_id, "0000000-00")
     assert state is ImageState.DONE
     assert len(w.fetcher.calls) == calls
-    assert w.queue.settled == [(request_id, "0000000-00")]
+    image = w.images.get(request_id, "0000000-00")
+    assert image is not None and w.queue.settled == [(request_id, image.shard)]
 
 
 def test_materialising_a_slice_twice_creates_nothing_twice_and_keeps_results() -> None:
@@ -225,8 +226,8 @@ def test_the_request_is_finalised_exactly_once_however_many_events_arrive() -> N
     w = world()
     request_id = accept_upload(w.services, CSV, webhook_url="https://hooks.test/x").request_id
     run_queue(w)
-    for image_id in ["0000000-00", "0000001-00", "0000000-02"] * 3:
-        assert on_image_settled(w.services, request_id, image_id) is False
+    for _ in range(9):
+        assert on_shard_settled(w.services, request_id) is False
     assert w.requests.transitions == 1
     assert len(w.blobs.outputs) == 5  # four images and one output CSV
     # Late events may queue the webhook task again (it could have been lost in a crash);

@@ -1,14 +1,17 @@
-"""Requests, images and webhook deliveries in Firestore.
+"""Requests, images, their tallies and webhook deliveries in Firestore.
 
-Layout (the Firestore trigger in production watches the `images` documents):
+Layout (the Firestore trigger in production watches the `tally` documents):
 
     requests/{request_id}                          one per request, written a handful of times
     requests/{request_id}/images/{image_id}        one per input URL
+    requests/{request_id}/tally/{shard}            at most 128 counters (shared.domain.tally)
     requests/{request_id}/notifications/webhook    the request's one webhook message
 
-Progress is never counted into the request document: every image writes only its own
-document and the counts are read with aggregation queries. That keeps every document under
-Firestore's sustained one-write-per-second guidance whatever the size of the request.
+Progress is never counted into the request document: an image's outcome is written to its
+own document and, in the same commit, counted in one of the request's tallies, which the images
+share round-robin. That keeps every document under Firestore's sustained one-write-per-second
+guidance whatever the size of the request, and lets the status and the finaliser read at most
+128 small documents instead of counting the images.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1 import aggregation
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.domain.model import (
-    ByteTotals,
     CompressedImage,
     DeliveryAttempt,
     DeliverySeries,
@@ -33,15 +34,20 @@ from shared.domain.model import (
     ImageRecord,
     ImageState,
     Progress,
+    Recorded,
     RequestRecord,
     RequestStatus,
+    Tally,
     WebhookDelivery,
 )
+from shared.domain.tally import shard_totals
 from shared.ports import Attempt, Clock
 
 REQUESTS = "requests"
 IMAGES = "images"
 NOTIFICATIONS = "notifications"
+TALLY = "tally"
+LEFT = "left"  # a tally's images not yet settled
 WEBHOOK_DOC = "webhook"
 # Firestore refuses more than 500 writes in one commit.
 MAX_BATCH = 500
@@ -71,6 +77,7 @@ def _request_from(data: dict[str, Any], version: object | None = None) -> Reques
         sweeps=data.get("sweeps", 0),
         render_holder=data.get("render_holder"),
         render_until=data.get("render_until"),
+        tally_shards=data.get("tally_shards", 1),
         version=version,
     )
 
@@ -84,6 +91,7 @@ def _image_from(data: dict[str, Any], version: object | None = None) -> ImageRec
         serial=data["serial"],
         input_url=data["input_url"],
         state=ImageState(data["state"]),
+        shard=data.get("shard", 0),
         attempts=data.get("attempts", 0),
         error_code=data.get("error_code"),
         error_message=data.get("error_message"),
@@ -152,7 +160,19 @@ class FirestoreRequests:
         return self._db.collection(REQUESTS).document(request_id)
 
     def create(self, record: RequestRecord) -> None:
-        self._ref(record.request_id).create(
+        ref = self._ref(record.request_id)
+        batch = self._db.batch()
+        # Every tally starts with all its images left: counted down as they settle. Created
+        # in the same commit as the request, so a request never exists without them.
+        totals = shard_totals(record.total_images)
+        assert len(totals) == record.tally_shards
+        for shard, total in enumerate(totals):
+            batch.create(
+                ref.collection(TALLY).document(str(shard)),
+                {"total": total, LEFT: total, "done": 0, "failed": 0, "updated_at": None},
+            )
+        batch.create(
+            ref,
             {
                 "request_id": record.request_id,
                 "status": record.status.value,
@@ -165,8 +185,10 @@ class FirestoreRequests:
                 "owner": record.owner,
                 "sweep_at": record.sweep_at,
                 "sweeps": record.sweeps,
-            }
+                "tally_shards": record.tally_shards,
+            },
         )
+        batch.commit()
 
     def get(self, request_id: str) -> RequestRecord | None:
         snap = self._ref(request_id).get()
@@ -330,6 +352,7 @@ class FirestoreImages:
                     "position": job.position,
                     "serial": job.serial,
                     "input_url": job.url,
+                    "shard": job.shard,
                     "state": ImageState.PENDING.value,
                     "attempts": 0,
                     "created_at": now,
@@ -352,7 +375,7 @@ class FirestoreImages:
     def begin_attempt(self, record: ImageRecord, *, count_now: bool) -> Attempt | None:
         number = record.attempts + 1
         if not count_now:
-            return Attempt(number, record.version)
+            return Attempt(number, record.version, record.shard)
         ref = self._collection(record.request_id).document(record.image_id)
         try:
             result = ref.update(
@@ -361,7 +384,7 @@ class FirestoreImages:
             )
         except gexc.FailedPrecondition:
             return None  # another copy wrote meanwhile: the caller reads again
-        return Attempt(number, result.update_time)
+        return Attempt(number, result.update_time, record.shard)
 
     def record_retry(
         self,
@@ -373,38 +396,63 @@ class FirestoreImages:
         message: str,
         retry_at: datetime,
     ) -> bool:
-        return self._record(
-            attempt,
-            request_id,
-            image_id,
-            {"error_code": code, "error_message": message, "retry_at": retry_at},
-        )
+        fields = {"error_code": code, "error_message": message, "retry_at": retry_at}
+        return self._record(attempt, request_id, image_id, fields, None) is not None
 
     def _record(
-        self, attempt: Attempt, request_id: str, image_id: str, fields: dict[str, Any]
-    ) -> bool:
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        fields: dict[str, Any],
+        tally: dict[str, Any] | None,
+    ) -> list[Any] | None:
         """Write what an attempt found, on condition that the image is as the attempt last
         saw it; when someone wrote meanwhile, read again: an image that is no longer pending
         keeps its outcome (the first one stands), one still pending gets this write on
-        condition that it is still as just read. A stale copy can never overwrite."""
+        condition that it is still as just read. A stale copy can never overwrite. `tally`
+        (an outcome's counts) is written to the image's tally in the same commit, so only the
+        write that settles the image counts it. The commit's write results, or None when the
+        image had an outcome already."""
         ref = self._collection(request_id).document(image_id)
         version = attempt.version
         counted = attempt.number
         for _ in range(8):
             if version is not None:
                 values = {**fields, "attempts": counted, "updated_at": self._clock.now()}
+                batch = self._db.batch()
+                batch.update(ref, values, option=_precondition(self._db, version))
+                if tally is not None:
+                    batch.update(self._tally_ref(request_id, attempt.shard), tally)
                 try:
-                    ref.update(values, option=_precondition(self._db, version))
-                    return True
+                    return list(batch.commit())
                 except gexc.FailedPrecondition:
                     pass
             snap = ref.get()
             if not snap.exists or ImageState(snap.get("state")).terminal:
-                return False
+                return None
             # Another copy counted attempts meanwhile: keep the larger count.
             counted = max(attempt.number, int((snap.to_dict() or {}).get("attempts", 0)))
             version = snap.update_time
         raise RuntimeError(f"image {request_id}/{image_id} kept changing under its attempt")
+
+    def _settle(
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        fields: dict[str, Any],
+        counts: dict[str, int],
+    ) -> Recorded | None:
+        tally: dict[str, Any] = {name: firestore.Increment(n) for name, n in counts.items()}
+        tally[LEFT] = firestore.Increment(-1)
+        tally["updated_at"] = self._clock.now()
+        results = self._record(attempt, request_id, image_id, fields, tally)
+        if results is None:
+            return None
+        # Transform results come in the order of their field paths (the client sorts them).
+        left = results[1].transform_results[sorted(counts.keys() | {LEFT}).index(LEFT)]
+        return Recorded(shard=attempt.shard, shard_settled=int(left.integer_value) == 0)
 
     def record_done(
         self,
@@ -416,8 +464,8 @@ class FirestoreImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
-    ) -> bool:
-        return self._record(
+    ) -> Recorded | None:
+        return self._settle(
             attempt,
             request_id,
             image_id,
@@ -438,12 +486,13 @@ class FirestoreImages:
                 "error_message": None,
                 "retry_at": None,
             },
+            {"done": 1, "source_bytes": source_bytes, "output_bytes": len(image.data)},
         )
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
-    ) -> bool:
-        return self._record(
+    ) -> Recorded | None:
+        return self._settle(
             attempt,
             request_id,
             image_id,
@@ -453,13 +502,39 @@ class FirestoreImages:
                 "error_message": message,
                 "retry_at": None,
             },
+            {"failed": 1},
         )
+
+    def _tally_ref(self, request_id: str, shard: int) -> Any:
+        return (
+            self._db.collection(REQUESTS)
+            .document(request_id)
+            .collection(TALLY)
+            .document(str(shard))
+        )
+
+    def tally(self, request_id: str) -> Tally:
+        tallies = self._db.collection(REQUESTS).document(request_id).collection(TALLY)
+        done = failed = source = output = unsettled = 0
+        latest: datetime | None = None
+        for snap in tallies.get():
+            data = snap.to_dict() or {}
+            done += int(data.get("done", 0))
+            failed += int(data.get("failed", 0))
+            source += int(data.get("source_bytes", 0))
+            output += int(data.get("output_bytes", 0))
+            unsettled += int(data.get(LEFT, 0)) > 0
+            moment = data.get("updated_at")
+            if moment is not None and (latest is None or moment > latest):
+                latest = moment
+        return Tally(done, failed, source, output, unsettled, latest)
+
+    def has_unsettled(self, request_id: str) -> bool:
+        tallies = self._db.collection(REQUESTS).document(request_id).collection(TALLY)
+        return bool(tallies.where(filter=FieldFilter(LEFT, ">", 0)).limit(1).get())
 
     def _where_state(self, request_id: str, state: ImageState) -> Any:
         return self._collection(request_id).where(filter=FieldFilter("state", "==", state.value))
-
-    def has_pending(self, request_id: str) -> bool:
-        return bool(self._where_state(request_id, ImageState.PENDING).limit(1).get())
 
     def pending(self, request_id: str, *, after: str | None, limit: int) -> list[ImageRecord]:
         collection = self._collection(request_id)
@@ -471,13 +546,6 @@ class FirestoreImages:
     def _count(self, query: Any) -> int:
         result = query.count().get()
         return int(result[0][0].value)
-
-    def progress(self, request_id: str, total: int) -> Progress:
-        return Progress(
-            total=total,
-            done=self._count(self._where_state(request_id, ImageState.DONE)),
-            failed=self._count(self._where_state(request_id, ImageState.FAILED)),
-        )
 
     def count(self, request_id: str) -> int:
         return self._count(self._collection(request_id))
@@ -507,21 +575,6 @@ class FirestoreImages:
         if after is not None:
             query = query.start_after([collection.document(after)])
         return [_image_from(snap.to_dict() or {}, snap.update_time) for snap in query.get()]
-
-    def byte_totals(self, request_id: str) -> ByteTotals:
-        # A sum aggregation reads index entries, not documents (like the counts above).
-        query = aggregation.AggregationQuery(self._where_state(request_id, ImageState.DONE))
-        query.sum("source_bytes", alias="source").sum("output_bytes", alias="output")
-        rows: Any = query.get()  # one row of results, typed by the library as a flat list
-        results = {result.alias: result.value for result in rows[0]}
-        return ByteTotals(source=int(results["source"] or 0), output=int(results["output"] or 0))
-
-    def last_update(self, request_id: str) -> datetime | None:
-        query = self._collection(request_id).order_by(
-            "updated_at", direction=firestore.Query.DESCENDING
-        )
-        snaps = query.limit(1).get()
-        return snaps[0].get("updated_at") if snaps else None
 
 
 class FirestoreDeliveries:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.config import Settings
-from shared.domain.messages import ImageSettled, Lane, Message, to_payload
+from shared.domain.messages import Lane, Message, ShardSettled, to_payload
 
 # Every queued message travels as the one Celery task `imgsvc.run`, its payload the message's
 # JSON (shared.domain.messages): the worker decodes it and hands it to the one task handler.
@@ -101,9 +101,9 @@ class CeleryTaskQueue:
                     producer=producer,
                 )
 
-    def image_settled(self, request_id: str, image_id: str) -> None:
+    def shard_settled(self, request_id: str, shard: int) -> None:
         """The local stand-in for the Firestore trigger (shared.ports.ImageEvents)."""
-        self.send([ImageSettled(request_id, image_id)])
+        self.send([ShardSettled(request_id, shard)])
 
     def _later(self, messages: Sequence[Message], delay_seconds: float) -> None:
         due = time.time() + delay_seconds
