@@ -100,6 +100,9 @@ class Limits:
     max_upload_bytes: int = 30 * 1024 * 1024
     max_rows: int = 100_000
     max_urls_per_row: int = 20
+    # Images in one request, all rows together: 100,000 rows of 20 URLs would be 2,000,000,
+    # more than one request should hold (docs/scaling.md).
+    max_images_per_request: int = 100_000
     max_url_length: int = 2048
     max_image_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 50_000_000
@@ -215,6 +218,9 @@ class Settings:
             max_upload_bytes=size("MAX_UPLOAD_BYTES", d.limits.max_upload_bytes),
             max_rows=int(num("MAX_ROWS", d.limits.max_rows)),
             max_urls_per_row=int(num("MAX_URLS_PER_ROW", d.limits.max_urls_per_row)),
+            max_images_per_request=int(
+                num("MAX_IMAGES_PER_REQUEST", d.limits.max_images_per_request)
+            ),
             max_url_length=int(num("MAX_URL_LENGTH", d.limits.max_url_length)),
             max_image_bytes=size("MAX_IMAGE_BYTES", d.limits.max_image_bytes),
             max_image_pixels=int(num("MAX_IMAGE_PIXELS", d.limits.max_image_pixels)),

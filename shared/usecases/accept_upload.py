@@ -53,7 +53,14 @@ def accept_upload(
     """Raises CsvInvalid (every problem listed) or UploadRejected; nothing is stored then.
 
     `request_id`: the id to record it under (an idempotent upload picks it before)."""
-    table = parse_product_csv(csv_bytes, services.settings.limits)
+    limits = services.settings.limits
+    table = parse_product_csv(csv_bytes, limits)
+    if table.url_count > limits.max_images_per_request:
+        raise UploadRejected(
+            "too_many_images",
+            f"the CSV names {table.url_count:,} images; a request may hold at most "
+            f"{limits.max_images_per_request:,} (split it into several uploads)",
+        )
     webhook = effective_webhook(services, webhook_url)
     if webhook:
         try:

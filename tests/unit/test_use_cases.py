@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.config import Settings
+from shared.config import Limits, Settings
 from shared.domain.blob_layout import output_image_path
 from shared.domain.csv_table import CsvInvalid, parse_product_csv
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
@@ -77,6 +77,15 @@ def test_webhook_url_to_a_blocked_address_is_refused_before_anything_is_stored()
         accept_upload(w.services, CSV, webhook_url="http://169.254.169.254/hook")
     assert rejected.value.code == "invalid_webhook_url"
     assert not w.blobs.uploads and not w.requests.records
+
+
+def test_more_images_than_a_request_may_hold_are_refused_with_the_limit_and_the_count() -> None:
+    w = world(limits=Limits(max_images_per_request=3))
+    with pytest.raises(UploadRejected) as rejected:
+        accept_upload(w.services, CSV)  # 4 images
+    assert rejected.value.code == "too_many_images"
+    assert "4 images" in rejected.value.message and "at most 3" in rejected.value.message
+    assert not w.blobs.uploads and not w.requests.records and not w.queue.slices
 
 
 def test_request_ids_are_unguessable_and_url_safe() -> None:
