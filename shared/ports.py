@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from shared.domain.messages import Message
 from shared.domain.model import (
@@ -237,6 +237,15 @@ class BlobStore(Protocol):
 
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         """Store a result and return a URL that a plain HTTP GET can fetch."""
+        ...
+
+    def open_upload(self, path: str) -> BinaryIO:
+        """The upload as a stream read a chunk at a time (close it). Raises BlobMissing."""
+        ...
+
+    def put_output_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> str:
+        """Like put_output, written a chunk at a time as `chunks` yields them (a resumable
+        upload): what is held in memory does not grow with the object."""
         ...
 
 

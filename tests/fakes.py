@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, assert_never
+from typing import Any, BinaryIO, TypeVar, assert_never
 
 from google.api_core import exceptions as gexc
 from google.events.cloud.firestore import Document, DocumentEventData, Value
@@ -535,6 +536,7 @@ class FakeBlobs:
     def __init__(self) -> None:
         self.uploads: dict[str, bytes] = {}
         self.outputs: dict[str, tuple[bytes, str]] = {}
+        self.streamed: list[str] = []  # the objects written through put_output_stream
 
     def put_upload(self, path: str, data: bytes, content_type: str) -> None:
         self.uploads[path] = data
@@ -547,6 +549,13 @@ class FakeBlobs:
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         self.outputs[path] = (data, content_type)
         return f"https://storage.test/out/{path}"
+
+    def open_upload(self, path: str) -> BinaryIO:
+        return io.BytesIO(self.get_upload(path))
+
+    def put_output_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> str:
+        self.streamed.append(path)
+        return self.put_output(path, b"".join(chunks), content_type)
 
 
 class FakeFetcher:

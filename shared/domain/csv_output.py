@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-from shared.domain.csv_table import ProductTable
+from shared.domain.csv_table import ProductHeader, ProductRow, ProductTable
 
 OUTPUT_COLUMN = "Output Image Urls"
 
@@ -31,10 +31,26 @@ def render_output_csv(table: ProductTable, outputs: Sequence[Sequence[str | None
     """
     if len(outputs) != len(table.rows):
         raise ValueError(f"{len(outputs)} output rows for {len(table.rows)} input rows")
+    return b"".join(output_csv_chunks(table.product_header, zip(table.rows, outputs, strict=True)))
+
+
+# Rows written per chunk handed on: a chunk is some tens of kilobytes.
+_ROWS_PER_CHUNK = 200
+
+
+def output_csv_chunks(
+    header: ProductHeader, rows: Iterable[tuple[ProductRow, Sequence[str | None]]]
+) -> Iterator[bytes]:
+    """The output CSV a few rows at a time, for a writer that streams it to storage: memory
+    does not grow with the request. Each row comes with one slot per input URL."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-    writer.writerow([neutralise_cell(cell) for cell in (*table.header, OUTPUT_COLUMN)])
-    for row, slots in zip(table.rows, outputs, strict=True):
+    # Echo the BOM only when the input had one: it is what makes Excel read UTF-8, and a
+    # user whose tools wrote none would not expect one back.
+    if header.had_bom:
+        buffer.write("\ufeff")
+    writer.writerow([neutralise_cell(cell) for cell in (*header.header, OUTPUT_COLUMN)])
+    for written, (row, slots) in enumerate(rows, start=1):
         if len(slots) != len(row.urls):
             raise ValueError(
                 f"row {row.index} (line {row.line}) has {len(row.urls)} input URLs"
@@ -42,7 +58,8 @@ def render_output_csv(table: ProductTable, outputs: Sequence[Sequence[str | None
             )
         joined = ",".join(url or "" for url in slots)
         writer.writerow([neutralise_cell(cell) for cell in (*row.cells, joined)])
-    # Echo the BOM only when the input had one: it is what makes Excel read UTF-8, and a
-    # user whose tools wrote none would not expect one back.
-    prefix = "\ufeff" if table.had_bom else ""
-    return (prefix + buffer.getvalue()).encode("utf-8")
+        if written % _ROWS_PER_CHUNK == 0:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")

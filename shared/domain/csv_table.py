@@ -12,6 +12,7 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
 from urllib.parse import urlsplit
 
 from shared.config import Limits
@@ -57,6 +58,14 @@ class ProductRow:
 
 
 @dataclass(frozen=True)
+class ProductHeader:
+    """What the output CSV keeps of the input besides its rows."""
+
+    header: tuple[str, ...]
+    had_bom: bool
+
+
+@dataclass(frozen=True)
 class ProductTable:
     header: tuple[str, ...]
     rows: tuple[ProductRow, ...]
@@ -68,6 +77,10 @@ class ProductTable:
     @property
     def url_count(self) -> int:
         return sum(len(row.urls) for row in self.rows)
+
+    @property
+    def product_header(self) -> ProductHeader:
+        return ProductHeader(self.header, self.had_bom)
 
 
 def canonical_header(name: str) -> str:
@@ -129,7 +142,7 @@ def parse_product_csv(data: bytes, limits: Limits) -> ProductTable:
     had_bom = data.startswith(_UTF8_BOM)
     text = _decode(data[len(_UTF8_BOM) :] if had_bom else data)
     problems = _Problems()
-    records = _records(text, problems)
+    records = _records(io.StringIO(text, newline=""), problems)
     first = next(records, None)
     if first is None:
         problems.add(1, None, "file is empty")
@@ -148,6 +161,51 @@ def parse_product_csv(data: bytes, limits: Limits) -> ProductTable:
     serial, name, urls = (columns[spec.name] for spec in _REQUIRED)
     assert serial is not None and name is not None and urls is not None  # no problems => all found
     return ProductTable(header, tuple(rows), serial, name, urls, had_bom)
+
+
+def stream_product_rows(
+    stream: BinaryIO, limits: Limits
+) -> tuple[ProductHeader, Iterator[ProductRow]]:
+    """The rows of a CSV that was accepted before, read one at a time: for the output CSV of a
+    request, whose memory must not grow with its rows. Checked by the same rules as at upload
+    except for duplicate serial numbers (remembering every serial is what would grow), which
+    the upload refused already. Raises CsvInvalid (at once, or while iterating) when it no
+    longer parses."""
+    had_bom = stream.read(len(_UTF8_BOM)) == _UTF8_BOM
+    if not had_bom:
+        stream.seek(0)
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    problems = _Problems()
+    records = _records(text, problems)
+    first = _next_decoded(records)
+    if first is None or first[1] is None:
+        raise problems.error() if problems.total else CsvInvalid([], 0)
+    header = tuple(first[1])
+    columns = _match_header(header, first[0], problems)
+    if problems.total:
+        raise problems.error()
+    checker = _RowChecker(header, columns, limits, problems, remember_serials=False)
+
+    def rows() -> Iterator[ProductRow]:
+        index = 0
+        while (record := _next_decoded(records)) is not None:
+            line, cells = record
+            if cells is None:
+                raise problems.error()
+            row = checker.check(index, line, cells)
+            if problems.total:
+                raise problems.error()
+            index += 1
+            yield row
+
+    return ProductHeader(header, had_bom), rows()
+
+
+def _next_decoded(records: Iterator[_Record]) -> _Record | None:
+    try:
+        return next(records, None)
+    except UnicodeDecodeError as exc:
+        raise CsvInvalid([Problem(1, None, f"file is not UTF-8: {exc.reason}")], 1) from None
 
 
 def _decode(data: bytes) -> str:
@@ -172,15 +230,15 @@ def _line_of_offset(data: bytes, offset: int) -> int:
 _Record = tuple[int, list[str] | None]
 
 
-def _records(text: str, problems: _Problems) -> Iterator[_Record]:
+def _records(text: TextIO, problems: _Problems) -> Iterator[_Record]:
     """(line where the record starts, cells) for every record that is not blank.
 
     A record the csv module cannot parse is reported here and yielded with cells None, so that
     the caller can count it as a data row without checking it.
     """
-    # newline="" hands the reader each physical line with its own ending, which is what lets
-    # a quoted cell keep its line breaks and lets line_num count physical lines.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # newline="" (the caller's) hands the reader each physical line with its own ending, which
+    # is what lets a quoted cell keep its line breaks and lets line_num count physical lines.
+    reader = csv.reader(text, strict=True)
     previous_end = 0
     while True:
         start = previous_end + 1
@@ -256,7 +314,10 @@ class _RowChecker:
         columns: dict[str, int | None],
         limits: Limits,
         problems: _Problems,
+        *,
+        remember_serials: bool = True,
     ) -> None:
+        self.remember_serials = remember_serials
         self.header = header
         self.width = len(header)
         self.serial_at = columns[_SERIAL.name]
@@ -316,6 +377,8 @@ class _RowChecker:
         column = self.header[self.serial_at]
         if not serial:
             self.problems.add(line, column, "serial number is empty")
+            return serial
+        if not self.remember_serials:
             return serial
         first = self.first_line_of_serial.setdefault(serial, line)
         if first != line:

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.domain import webhook
 from shared.domain.blob_layout import output_csv_path
-from shared.domain.csv_output import render_output_csv
+from shared.domain.csv_output import output_csv_chunks
+from shared.domain.csv_table import ProductRow
 from shared.domain.messages import DeliverWebhook
 from shared.domain.model import (
     DeliveryState,
+    ImageRecord,
     ImageState,
     Progress,
     RequestRecord,
@@ -27,7 +31,7 @@ from shared.domain.model import (
     WebhookDelivery,
 )
 from shared.usecases.services import Services
-from shared.usecases.uploaded_csv import InputLost, read_uploaded_table
+from shared.usecases.uploaded_csv import InputLost, uploaded_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +68,17 @@ def complete_request(services: Services, request: RequestRecord) -> bool:
     if claimed is None:
         return False  # someone wrote the request meanwhile: a racer claimed it, or settled it
     request_id = request.request_id
+    counts = _Counts()
+    path = output_csv_path(request_id)
     try:
-        table = read_uploaded_table(services, claimed)
+        with uploaded_rows(services, claimed) as (header, rows):
+            merged = _with_outputs(rows, services.images.iterate(request_id))
+            csv_url = services.blobs.put_output_stream(
+                path, output_csv_chunks(header, _counted(merged, counts)), "text/csv; charset=utf-8"
+            )
     except InputLost as lost:
         return fail_request(services, request_id, lost.code, lost.message, holder=holder)
-    slots: list[list[str | None]] = [[None] * len(row.urls) for row in table.rows]
-    done = failed = 0
-    for image in services.images.iterate(request_id):
-        if image.state is ImageState.DONE:
-            slots[image.row][image.position] = image.output_url
-            done += 1
-        elif image.state is ImageState.FAILED:
-            failed += 1
-    path = output_csv_path(request_id)
-    csv_url = services.blobs.put_output(
-        path, render_output_csv(table, slots), "text/csv; charset=utf-8"
-    )
+    done, failed = counts.done, counts.failed
     settled = _settle(
         services,
         claimed,
@@ -92,6 +91,44 @@ def complete_request(services: Services, request: RequestRecord) -> bool:
     if settled:
         log.info("completed %s: %d done, %d failed", request_id, done, failed)
     return settled
+
+
+def _with_outputs(
+    rows: Iterable[ProductRow], images: Iterable[ImageRecord]
+) -> Iterator[tuple[ProductRow, list[ImageRecord]]]:
+    """Each row with its images: both come in input order (images by id, which is row then
+    position), so one pass over each suffices and neither is ever held whole."""
+    pending = iter(images)
+    image = next(pending, None)
+    for row in rows:
+        mine: list[ImageRecord] = []
+        while image is not None and image.row <= row.index:
+            if image.row == row.index:
+                mine.append(image)
+            image = next(pending, None)
+        yield row, mine
+
+
+@dataclass
+class _Counts:
+    done: int = 0
+    failed: int = 0
+
+
+def _counted(
+    merged: Iterable[tuple[ProductRow, list[ImageRecord]]], counts: _Counts
+) -> Iterator[tuple[ProductRow, list[str | None]]]:
+    """Each row with one output slot per input URL (empty for a failed image), counting done
+    and failed images into `counts` on the way."""
+    for row, images in merged:
+        slots: list[str | None] = [None] * len(row.urls)
+        for image in images:
+            if image.state is ImageState.DONE and image.position < len(slots):
+                slots[image.position] = image.output_url
+                counts.done += 1
+            elif image.state is ImageState.FAILED:
+                counts.failed += 1
+        yield row, slots
 
 
 def fail_request(

@@ -231,6 +231,26 @@ def test_output_csv_keeps_order_and_leaves_an_empty_slot_for_a_failed_image() ->
     assert rows[2][3] == f"{base}/2-1.jpg"
 
 
+def test_the_output_csv_is_streamed_row_by_row_to_storage() -> None:
+    w = world()
+    request_id = accept_upload(w.services, CSV).request_id
+    run_queue(w)
+    assert w.blobs.streamed == [f"outputs/{request_id}/output.csv"]
+
+
+def test_a_csv_that_no_longer_parses_fails_the_request_even_mid_way() -> None:
+    w = world()
+    request_id = accept_upload(w.services, CSV).request_id
+    record = w.requests.get(request_id)
+    assert record is not None
+    # The stored CSV changed behind our back: its second row now has no URL.
+    w.blobs.uploads[record.input_path] = CSV.replace(b"2,Desk,https://img.test/d.jpg", b"2,Desk,")
+    run_queue(w)
+    failed = w.requests.get(request_id)
+    assert failed is not None and failed.status is RequestStatus.FAILED
+    assert failed.error_code == "input_unreadable"
+
+
 def test_the_request_is_finalised_exactly_once_however_many_events_arrive() -> None:
     w = world()
     request_id = accept_upload(w.services, CSV, webhook_url="https://hooks.test/x").request_id

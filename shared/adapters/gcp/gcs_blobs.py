@@ -7,8 +7,9 @@ them back); outputs are what clients fetch, by public object URL or V4 signed UR
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from google.api_core import exceptions as gexc
@@ -20,6 +21,9 @@ from shared.ports import BlobMissing
 PUBLIC_HOST = "https://storage.googleapis.com"
 # Outputs never change once written (a retry writes identical bytes to the same name).
 OUTPUT_CACHE_CONTROL = "public, max-age=86400"
+# Streamed reads and writes go in pieces of this size (a multiple of 256 KB, as resumable
+# uploads require).
+STREAM_CHUNK = 1024 * 1024
 
 
 class GcsBlobStore:
@@ -62,6 +66,24 @@ class GcsBlobStore:
             raise ImageFailure(
                 ErrorCode.STORAGE_ERROR, f"could not store the result: {exc}", transient=True
             ) from exc
+        return self.url_of(path)
+
+    def open_upload(self, path: str) -> BinaryIO:
+        blob = self._uploads.blob(path)
+        try:
+            blob.reload()  # so that a missing upload says so now, not at the first read
+        except gexc.NotFound as exc:
+            raise BlobMissing(path) from exc
+        reader: BinaryIO = blob.open("rb", chunk_size=STREAM_CHUNK)
+        return reader
+
+    def put_output_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> str:
+        blob = self._outputs.blob(path)
+        blob.cache_control = OUTPUT_CACHE_CONTROL
+        # A resumable upload, sent a chunk at a time: the object is never whole in memory.
+        with blob.open("wb", content_type=content_type, chunk_size=STREAM_CHUNK) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
         return self.url_of(path)
 
     def url_of(self, path: str) -> str:
