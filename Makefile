@@ -15,7 +15,7 @@ NODE_STAMP := node_modules/.installed
 HOSTING_STAMP := hosting/vendor/.built
 CLI_STAMP := $(VENV)/.cli-installed
 
-.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean apikey
+.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean apikey stage
 
 help:
 	@echo "make demo   - start the local stack, process a sample CSV end to end, show the results"
@@ -26,6 +26,7 @@ help:
 	@echo "make down   - stop exactly what make up started"
 	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
 	@echo "make apikey NAME=<client> - make an API key; prints it once and its API_KEYS entry"
+	@echo "make stage  - stage the four Cloud Functions into .build/functions, as deploy.sh ships them"
 
 $(STAMP): requirements.txt requirements-local.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +62,11 @@ $(CLI_STAMP): $(STAMP) pyproject.toml
 	@touch $@
 
 install: system-deps $(STAMP) $(TASKS_STAMP) $(NATIVE_STAMP) $(NODE_STAMP) $(HOSTING_STAMP) $(CLI_STAMP)
+
+# The four Cloud Functions as deploy.sh ships them (.build/functions), the codec as a
+# self-contained wheel in each (built once per state of native/, .build/wheels).
+stage: system-deps $(STAMP)
+	@$(PY) scripts/stage_functions.py --out .build/functions
 
 # Debian packages the stack needs; installed when missing and we are root, else explained.
 system-deps:

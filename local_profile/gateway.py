@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from local_profile.pages import mount_pages
-from shared.bootstrap import build_services
+from shared.bootstrap import build_services, codec_name
 from shared.config import Settings
 from shared.domain.times import iso
 from shared.entrypoints import flask_http
@@ -104,7 +104,8 @@ def create_app(services: Services) -> Flask:
 
     @app.get("/healthz")
     def health() -> Response:
-        return jsonify({"ok": True})
+        # The worker runs in the same environment, so this is the codec that compresses.
+        return jsonify({"ok": True, "codec": codec_name(services.codec)})
 
     @app.get("/openapi.yaml")
     def openapi() -> Response:

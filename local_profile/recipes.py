@@ -270,8 +270,11 @@ class Stack(Processes):
 
     def start_function(self, name: str, port: int, staged: Path, env: Mapping[str, str]) -> str:
         """One function from its staged folder under functions-framework, the way Cloud Run
-        serves it: only the folder's own copy of shared/ is importable."""
-        binary = Path(sys.executable).with_name("functions-framework")
+        serves it: in an environment built from the folder's own requirements.txt (the codec
+        wheel included), with only the folder's own copy of shared/ importable."""
+        from scripts.stage_functions import function_runtime
+
+        binary = function_runtime(staged / name) / "bin" / "functions-framework"
         argv = [
             str(binary), "--target", name, "--source", str(staged / name / "main.py"),
             "--host", "127.0.0.1", "--port", str(port),
@@ -292,11 +295,10 @@ class Stack(Processes):
         """The four functions from their staged folders, Cloud Tasks emulated, stand-ins for
         Eventarc's Firestore trigger and Cloud Scheduler's sweep job, and a Hosting stand-in
         on the gateway port."""
-        from scripts.stage_functions import FUNCTIONS, stage
+        from scripts.stage_functions import FUNCTIONS, stage_all
 
         staged = self.run_dir / "functions"
-        for name in FUNCTIONS:
-            stage(name, staged)
+        stage_all(staged)
         if "CLOUD_TASKS_EMULATOR_HOST" not in self.env:
             self.start_tasks_emulator()
         ports = {name: free_port() for name in FUNCTIONS}

@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.adapters.egress.address_guard import AddressGuard, no_lookups
 from shared.adapters.egress.safe_http import HttpImageFetcher, HttpWebhookTransport
 from shared.adapters.gcp.firestore_store import (
@@ -24,6 +25,7 @@ from shared.adapters.gcp.firestore_store import (
 from shared.adapters.gcp.firestore_upload_keys import FirestoreUploadKeys
 from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 from shared.config import ConfigError, Limits, Settings
+from shared.domain.model import CompressedImage
 from shared.ports import FetchLimiter, ImageCodec, ImageEvents, RateLimiter, TaskQueue
 from shared.usecases.services import Services, SystemClock
 
@@ -69,16 +71,64 @@ def _firestore_client(settings: Settings) -> Any:
     return firestore.Client(project=settings.project)
 
 
+class _BuiltOnFirstUse:
+    """An ImageCodec made when the first image needs it: Pillow and numpy cost a tenth of a
+    second to import, which a function that never compresses (upload, status, finalize), and a
+    process_image instance until its first non-JPEG, need not pay at start-up."""
+
+    def __init__(self, make: Callable[[], ImageCodec]) -> None:
+        self._make = make
+        self._codec: ImageCodec | None = None
+        self._lock = threading.Lock()
+
+    def compress(self, data: bytes) -> CompressedImage:
+        if self._codec is None:
+            with self._lock:
+                if self._codec is None:
+                    self._codec = self._make()
+        return self._codec.compress(data)
+
+
+def _pillow_codec(limits: Limits) -> ImageCodec:
+    from shared.adapters.codec.pillow_codec import PillowCodec
+
+    return PillowCodec(limits)
+
+
+CodecName = Literal["dct", "pillow"]
+
+
 def build_codec(limits: Limits) -> ImageCodec:
-    """JPEGs re-quantized in the DCT domain where the native module is built, Pillow for the
-    rest (and for everything where it is not): the choice and its figures are in BENCHMARKS.md."""
-    general = PillowCodec(limits)
+    """JPEGs re-quantized in the DCT domain where the native module loads, Pillow for the rest
+    (and for everything where it does not): the choice and its figures are in BENCHMARKS.md.
+
+    The choice is logged once per process. Falling back is an error, not a warning: in a
+    Cloud Function it means the staged wheel is missing or broken, and every JPEG then costs
+    about twice the CPU."""
+    general = _BuiltOnFirstUse(lambda: _pillow_codec(limits))
     try:
+        from jpeg_requantize import LIBJPEG_VERSION
+
         from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
-    except ImportError:
-        log.warning("jpeg_requantize is not built (make install): every image goes through Pillow")
+    except ImportError as exc:
+        log.error(
+            "image codec: Pillow only, every JPEG takes the slow path: jpeg_requantize "
+            "does not load (%s); locally `make install` builds it, deploys stage its wheel",
+            exc,
+        )
         return general
+    log.info(
+        "image codec: DCT re-quantization (jpeg_requantize over libjpeg %s), Pillow for the rest",
+        LIBJPEG_VERSION,
+    )
     return JpegRequantizer(limits, general)
+
+
+def codec_name(codec: ImageCodec) -> CodecName:
+    """Which codec a process runs, for /healthz."""
+    from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
+
+    return "dct" if isinstance(codec, JpegRequantizer) else "pillow"
 
 
 @dataclass(frozen=True)
