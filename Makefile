@@ -63,10 +63,13 @@ $(CLI_STAMP): $(STAMP) pyproject.toml
 
 install: system-deps $(STAMP) $(TASKS_STAMP) $(NATIVE_STAMP) $(NODE_STAMP) $(HOSTING_STAMP) $(CLI_STAMP)
 
-# The four Cloud Functions as deploy.sh ships them (.build/functions), the codec as a
-# self-contained wheel in each (built once per state of native/, .build/wheels).
-stage: system-deps $(STAMP)
+# What deploy.sh ships: the four Cloud Functions (.build/functions), the codec as a
+# self-contained wheel in each (built once per state of native/, .build/wheels), and the
+# Firebase config with Hosting's rewrites for REGION (.build/firebase).
+REGION ?= us-central1
+stage: system-deps $(STAMP) $(HOSTING_STAMP)
 	@$(PY) scripts/stage_functions.py --out .build/functions
+	@$(PY) scripts/stage_firebase.py --region $(REGION) --out .build/firebase
 
 # Debian packages the stack needs; installed when missing and we are root, else explained.
 system-deps:

@@ -7,10 +7,12 @@
 #
 # Idempotent: every resource is created when missing and updated otherwise, so running it again
 # after a change deploys the change. Secrets: WEBHOOK_SECRET and API_KEYS, when set in the
-# environment, become new versions of their Secret Manager secrets (never printed).
+# environment, become new versions of their Secret Manager secrets when they differ from the
+# latest one (never printed); a secret with no version stops the deploy before anything else.
+# The dry run changes nothing anywhere: what a real run would create is shown as created.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 DRY_RUN=false
 for arg in "$@"; do
@@ -23,7 +25,8 @@ done
 
 : "${PROJECT_ID:?set PROJECT_ID to the Google Cloud project to deploy to}"
 REGION=${REGION:-us-central1}
-# A regional Firestore database in the functions' region keeps the trigger in one location.
+# Where a new Firestore database is created: a regional one in the functions' region keeps the
+# trigger in one location. An existing database stays where it is, and the trigger follows it.
 FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
 RUNTIME=${RUNTIME:-python311}
 UPLOADS_BUCKET=${UPLOADS_BUCKET:-$PROJECT_ID-imgsvc-uploads}
@@ -34,12 +37,16 @@ OUTPUT_URL_MODE=${OUTPUT_URL_MODE:-public}
 INTERNAL_INGRESS=${INTERNAL_INGRESS:-internal-only}
 FIREBASE_TOOLS=${FIREBASE_TOOLS:-firebase-tools@15.34.2}
 BUILD_DIR=.build/functions
+FIREBASE_DIR=.build/firebase
+# Waits between attempts grow from this many seconds (eventual consistency, see retry()).
+RETRY_BASE_SECONDS=${RETRY_BASE_SECONDS:-5}
 
 SA_API="imgsvc-api@$PROJECT_ID.iam.gserviceaccount.com"         # upload
 SA_STATUS="imgsvc-status@$PROJECT_ID.iam.gserviceaccount.com"   # status: reads only
 SA_WORKER="imgsvc-worker@$PROJECT_ID.iam.gserviceaccount.com"   # process_image, finalize
 SA_TASKS="imgsvc-tasks@$PROJECT_ID.iam.gserviceaccount.com"     # the identity Cloud Tasks calls with
 SA_TRIGGER="imgsvc-trigger@$PROJECT_ID.iam.gserviceaccount.com" # the identity Eventarc calls with
+SA_BUILD="imgsvc-build@$PROJECT_ID.iam.gserviceaccount.com"     # Cloud Build, building the functions
 
 SECRET_WEBHOOK=imgsvc-webhook-secret
 SECRET_API_KEYS=imgsvc-api-keys
@@ -58,12 +65,55 @@ run() {
   if ! $DRY_RUN; then "$@"; fi
 }
 
-# A read-only check that decides between create and update. A dry run never calls it and
-# shows the path of a first deployment (create).
-exists() {
-  if $DRY_RUN; then return 1; fi
-  "$@" >/dev/null 2>&1
+# Like run, for what Google applies eventually: a binding on a service account created
+# seconds ago, the first Eventarc trigger of a project (its service agent's permissions
+# propagate for minutes). Tries again with growing waits, then gives up with the last error.
+retry() {
+  local attempts=$1 attempt=1 wait=$RETRY_BASE_SECONDS
+  shift
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  if $DRY_RUN; then return 0; fi
+  until "$@"; do
+    if ((attempt >= attempts)); then
+      echo "deploy.sh: still failing after $attempts attempts: $1 $2 $3" >&2
+      return 1
+    fi
+    echo "deploy.sh: attempt $attempt failed; trying again in ${wait}s (Google applies changes eventually)" >&2
+    sleep "$wait"
+    attempt=$((attempt + 1))
+    wait=$((wait * 2))
+  done
 }
+
+# A read-only look that decides between create and update. Returns 0 when the resource
+# exists (what it printed is in LOOKED_UP), 1 only when Google answers NOT_FOUND (gcloud
+# storage says "not found: 404"). Anything else (no permission, an API still disabled, a
+# network error) stops the deploy: taking it for "missing" would create what is already there.
+# A dry run never looks and shows the path of a first deployment (create).
+LOOKED_UP=
+lookup() {
+  LOOKED_UP=
+  if $DRY_RUN; then return 1; fi
+  local err status=0
+  err=$(mktemp)
+  LOOKED_UP=$("$@" 2>"$err") || status=$?
+  if ((status == 0)); then
+    rm -f "$err"
+    return 0
+  fi
+  if grep -qE 'NOT_FOUND|[Nn]ot found: 404|HTTPError 404' "$err"; then
+    rm -f "$err"
+    return 1
+  fi
+  echo "deploy.sh: could not tell whether this exists: $*" >&2
+  cat "$err" >&2
+  rm -f "$err"
+  exit 1
+}
+
+exists() { lookup "$@"; }
 
 enable_apis() {
   run gcloud services enable --project "$PROJECT_ID" \
@@ -71,11 +121,37 @@ enable_apis() {
     artifactregistry.googleapis.com cloudtasks.googleapis.com firestore.googleapis.com \
     eventarc.googleapis.com pubsub.googleapis.com secretmanager.googleapis.com \
     storage.googleapis.com iam.googleapis.com firebasehosting.googleapis.com \
-    firebaserules.googleapis.com
+    firebaserules.googleapis.com firebase.googleapis.com logging.googleapis.com \
+    iamcredentials.googleapis.com
+}
+
+# Rules and Hosting deploy only to a Firebase project: add Firebase to the Cloud project, once.
+firebase_project() {
+  if ! $DRY_RUN; then
+    local listed
+    listed=$(npx --yes "$FIREBASE_TOOLS" projects:list --json --non-interactive) || {
+      echo "deploy.sh: could not list the Firebase projects (npx $FIREBASE_TOOLS login?)" >&2
+      exit 1
+    }
+    if grep -qE "\"projectId\": *\"$PROJECT_ID\"" <<<"$listed"; then return 0; fi
+  fi
+  run npx --yes "$FIREBASE_TOOLS" projects:addfirebase "$PROJECT_ID" --non-interactive
 }
 
 firestore_database() {
-  if ! exists gcloud firestore databases describe --database='(default)' --project "$PROJECT_ID"; then
+  local location type
+  if lookup gcloud firestore databases describe --database='(default)' --project "$PROJECT_ID" \
+    --format='value(locationId,type)'; then
+    read -r location type <<<"$LOOKED_UP"
+    # The trigger must be where the database is (a region, or nam5, eur3...), whatever REGION is.
+    FIRESTORE_LOCATION=$location
+    if [[ $type != FIRESTORE_NATIVE ]]; then
+      echo "deploy.sh: the (default) Firestore database of $PROJECT_ID is in ${type:-an unknown} mode;" \
+        "imgsvc needs Native mode (its trigger and queries). Use a project whose database is in" \
+        "Native mode, or one with no database yet." >&2
+      exit 1
+    fi
+  else
     run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" \
       --type=firestore-native --project "$PROJECT_ID"
   fi
@@ -86,7 +162,7 @@ firestore_database() {
 
 service_accounts() {
   local sa name
-  for sa in "$SA_API" "$SA_STATUS" "$SA_WORKER" "$SA_TASKS" "$SA_TRIGGER"; do
+  for sa in "$SA_API" "$SA_STATUS" "$SA_WORKER" "$SA_TASKS" "$SA_TRIGGER" "$SA_BUILD"; do
     name=${sa%%@*}
     if ! exists gcloud iam service-accounts describe "$sa" --project "$PROJECT_ID"; then
       run gcloud iam service-accounts create "$name" --display-name="imgsvc ${name#imgsvc-}" \
@@ -114,27 +190,52 @@ buckets() {
   fi
 }
 
-add_secret_version() { # name, variable holding the value
-  local name=$1 variable=$2
-  if [[ -n ${!variable:-} ]]; then
+# A secret with no version makes every instance that mounts it fail to start: every secret
+# is checked before anything is created. A value given in the environment becomes the latest
+# version, unless it already is.
+secret_variable() { # secret name -> the variable that may hold its value
+  case $1 in
+    "$SECRET_WEBHOOK") echo WEBHOOK_SECRET ;;
+    "$SECRET_API_KEYS") echo API_KEYS ;;
+  esac
+}
+
+secrets() {
+  local name variable missing=()
+  for name in "$SECRET_WEBHOOK" "$SECRET_API_KEYS"; do
+    variable=$(secret_variable "$name")
+    if ! exists gcloud secrets describe "$name" --project "$PROJECT_ID"; then
+      missing+=("$name")
+      [[ -n ${!variable:-} ]] && continue
+    elif [[ -n ${!variable:-} ]] || {
+      lookup gcloud secrets versions list "$name" --project "$PROJECT_ID" \
+        --filter=state:ENABLED --limit=1 --format='value(name)' && [[ -n $LOOKED_UP ]]
+    }; then
+      continue
+    fi
+    echo "deploy.sh: Secret Manager secret $name has no enabled version: set $variable and" \
+      "run again (every function that reads it would fail to start)" >&2
+    exit 1
+  done
+  for name in "${missing[@]}"; do
+    run gcloud secrets create "$name" --replication-policy=automatic --project "$PROJECT_ID"
+  done
+  for name in "$SECRET_WEBHOOK" "$SECRET_API_KEYS"; do
+    variable=$(secret_variable "$name")
+    [[ -n ${!variable:-} ]] || continue
+    if [[ " ${missing[*]} " != *" $name "* ]] &&
+      lookup gcloud secrets versions access latest --secret="$name" --project "$PROJECT_ID" &&
+      [[ $LOOKED_UP == "${!variable}" ]]; then
+      echo "# $name: \$$variable is its latest version already"
+      continue
+    fi
     printf '+ gcloud secrets versions add %q --data-file=- --project %q  # value from $%s\n' \
       "$name" "$PROJECT_ID" "$variable"
     if ! $DRY_RUN; then
       printf '%s' "${!variable}" | gcloud secrets versions add "$name" --data-file=- \
         --project "$PROJECT_ID" >/dev/null
     fi
-  fi
-}
-
-secrets() {
-  local name
-  for name in "$SECRET_WEBHOOK" "$SECRET_API_KEYS"; do
-    if ! exists gcloud secrets describe "$name" --project "$PROJECT_ID"; then
-      run gcloud secrets create "$name" --replication-policy=automatic --project "$PROJECT_ID"
-    fi
   done
-  add_secret_version "$SECRET_WEBHOOK" WEBHOOK_SECRET
-  add_secret_version "$SECRET_API_KEYS" API_KEYS
 }
 
 queue() { # name, then rate-limit and retry flags (the same for create and update)
@@ -162,23 +263,33 @@ queues() {
     --max-attempts=10 --min-backoff=5s --max-backoff=600s
 }
 
+# Every binding names a service account that may have been created seconds ago: IAM can
+# refuse it as unknown until the account has propagated, so bindings are retried.
+IAM_ATTEMPTS=6
+
 bind_project() { # member, role
-  run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member="$1" --role="$2" \
-    --condition=None --quiet
+  retry "$IAM_ATTEMPTS" gcloud projects add-iam-policy-binding "$PROJECT_ID" --member="$1" \
+    --role="$2" --condition=None --quiet
 }
 
 bind_bucket() { # bucket, member, role
-  run gcloud storage buckets add-iam-policy-binding "gs://$1" --member="$2" --role="$3"
+  retry "$IAM_ATTEMPTS" gcloud storage buckets add-iam-policy-binding "gs://$1" --member="$2" \
+    --role="$3"
 }
 
 bind_queue() { # queue, member
-  run gcloud tasks queues add-iam-policy-binding "$1" --location="$REGION" \
+  retry "$IAM_ATTEMPTS" gcloud tasks queues add-iam-policy-binding "$1" --location="$REGION" \
     --project "$PROJECT_ID" --member="$2" --role=roles/cloudtasks.enqueuer
 }
 
 bind_secret() { # secret, member
-  run gcloud secrets add-iam-policy-binding "$1" --project "$PROJECT_ID" --member="$2" \
-    --role=roles/secretmanager.secretAccessor
+  retry "$IAM_ATTEMPTS" gcloud secrets add-iam-policy-binding "$1" --project "$PROJECT_ID" \
+    --member="$2" --role=roles/secretmanager.secretAccessor
+}
+
+bind_account() { # service account, member, role
+  retry "$IAM_ATTEMPTS" gcloud iam service-accounts add-iam-policy-binding "$1" \
+    --project "$PROJECT_ID" --member="$2" --role="$3"
 }
 
 iam() {
@@ -188,6 +299,9 @@ iam() {
   bind_project "$status" roles/datastore.viewer
   bind_project "$worker" roles/datastore.user
   bind_project "serviceAccount:$SA_TRIGGER" roles/eventarc.eventReceiver
+  # New projects' default build account may lack what a function build needs: the functions
+  # are built as imgsvc-build, with the role Google documents for it (logs, images, sources).
+  bind_project "serviceAccount:$SA_BUILD" roles/run.builder
   bind_bucket "$UPLOADS_BUCKET" "$api" roles/storage.objectCreator
   bind_bucket "$UPLOADS_BUCKET" "$worker" roles/storage.objectViewer
   # objectUser, not objectCreator: a retried image overwrites its own output.
@@ -197,17 +311,18 @@ iam() {
   bind_queue "$QUEUE_IMAGES" "$worker"
   bind_queue "$QUEUE_WEBHOOKS" "$worker"
   # Creating a task that carries an OIDC token of imgsvc-tasks means acting as it.
-  run gcloud iam service-accounts add-iam-policy-binding "$SA_TASKS" --project "$PROJECT_ID" \
-    --member="$api" --role=roles/iam.serviceAccountUser
-  run gcloud iam service-accounts add-iam-policy-binding "$SA_TASKS" --project "$PROJECT_ID" \
-    --member="$worker" --role=roles/iam.serviceAccountUser
+  bind_account "$SA_TASKS" "$api" roles/iam.serviceAccountUser
+  bind_account "$SA_TASKS" "$worker" roles/iam.serviceAccountUser
   bind_secret "$SECRET_API_KEYS" "$api"
   bind_secret "$SECRET_API_KEYS" "$status"
   bind_secret "$SECRET_WEBHOOK" "$worker"
   if [[ $OUTPUT_URL_MODE == signed ]]; then
-    # V4 signing without a key file goes through IAM signBlob as the function's own account.
-    run gcloud iam service-accounts add-iam-policy-binding "$SA_WORKER" --project "$PROJECT_ID" \
-      --member="$worker" --role=roles/iam.serviceAccountTokenCreator
+    # V4 signing without a key file goes through IAM signBlob (the IAM Credentials API) as
+    # the function's own account: the worker signs what it stores, status mints fresh URLs on
+    # every read, and a signed URL reads with its signer's rights.
+    bind_account "$SA_WORKER" "$worker" roles/iam.serviceAccountTokenCreator
+    bind_account "$SA_STATUS" "$status" roles/iam.serviceAccountTokenCreator
+    bind_bucket "$OUTPUTS_BUCKET" "$status" roles/storage.objectViewer
   fi
 }
 
@@ -230,20 +345,23 @@ deploy_functions() {
   env+=",CLOUD_TASKS_LOCATION=$REGION,TASKS_SERVICE_ACCOUNT=$SA_TASKS"
   env+=",PROCESS_IMAGE_URL=$(function_url process_image),FINALIZE_URL=$(function_url finalize)"
 
-  run python3 scripts/stage_functions.py --out "$BUILD_DIR"
-
+  # Built as imgsvc-build (see iam), not as whatever default a new project gives Cloud Build.
   local common=(--gen2 "--runtime=$RUNTIME" "--region=$REGION" --project "$PROJECT_ID"
-    "--set-env-vars=$env")
+    "--build-service-account=projects/$PROJECT_ID/serviceAccounts/$SA_BUILD")
+  # functions-framework serves a function with THREADS threads (default 4 per CPU), however
+  # many requests --concurrency lets in: each gets threads to match its concurrency.
+  threads() { printf -- '--set-env-vars=%s,THREADS=%s' "$env" "$1"; }
 
   # The public API. Anyone may call it; API keys (Secret Manager) decide who gets what.
+  # Hosting ends every request after 60 s: a longer timeout would only hide that cut.
   run gcloud functions deploy upload "${common[@]}" --source="$BUILD_DIR/upload" \
     --entry-point=upload --trigger-http --allow-unauthenticated \
     --service-account="$SA_API" --set-secrets="API_KEYS=$SECRET_API_KEYS:latest" \
-    --memory=1GiB --cpu=1 --timeout=120s --concurrency=8 --max-instances=20
+    --memory=1GiB --cpu=1 --timeout=60s --concurrency=8 "$(threads 8)" --max-instances=20
   run gcloud functions deploy status "${common[@]}" --source="$BUILD_DIR/status" \
     --entry-point=status --trigger-http --allow-unauthenticated \
     --service-account="$SA_STATUS" --set-secrets="API_KEYS=$SECRET_API_KEYS:latest" \
-    --memory=512MiB --cpu=1 --timeout=30s --concurrency=40 --max-instances=20
+    --memory=512MiB --cpu=1 --timeout=30s --concurrency=40 "$(threads 40)" --max-instances=20
 
   # Internal: only Cloud Tasks (as imgsvc-tasks) may call it. Two images at a time on two
   # vCPUs, the next waits in the queue. Memory per image at the 50-megapixel cap: about
@@ -252,11 +370,13 @@ deploy_functions() {
   run gcloud functions deploy process_image "${common[@]}" --source="$BUILD_DIR/process_image" \
     --entry-point=process_image --trigger-http --no-allow-unauthenticated \
     --ingress-settings="$INTERNAL_INGRESS" --service-account="$SA_WORKER" \
-    --memory=4GiB --cpu=2 --timeout=300s --concurrency=2 --max-instances=100
+    --memory=4GiB --cpu=2 --timeout=300s --concurrency=2 "$(threads 2)" --max-instances=100
 
   # Internal: the Firestore trigger on image documents (Eventarc, as imgsvc-trigger) and
   # webhook attempts from Cloud Tasks. --retry: a failed finalisation is delivered again.
-  run gcloud functions deploy finalize "${common[@]}" --source="$BUILD_DIR/finalize" \
+  # The trigger sits where the database is. A project's first Eventarc trigger can be refused
+  # while Eventarc's service agent gets its permissions (minutes): retried.
+  retry 4 gcloud functions deploy finalize "${common[@]}" --source="$BUILD_DIR/finalize" \
     --entry-point=finalize \
     --trigger-event-filters=type=google.cloud.firestore.document.v1.written \
     --trigger-event-filters=database='(default)' \
@@ -264,7 +384,7 @@ deploy_functions() {
     --trigger-location="$FIRESTORE_LOCATION" --trigger-service-account="$SA_TRIGGER" --retry \
     --no-allow-unauthenticated --ingress-settings="$INTERNAL_INGRESS" \
     --service-account="$SA_WORKER" --set-secrets="WEBHOOK_SECRET=$SECRET_WEBHOOK:latest" \
-    --memory=1GiB --cpu=1 --timeout=540s --concurrency=10 --max-instances=50
+    --memory=1GiB --cpu=1 --timeout=540s --concurrency=10 "$(threads 10)" --max-instances=50
 }
 
 invokers() {
@@ -277,22 +397,34 @@ invokers() {
 }
 
 firebase() {
-  # hosting/ gets its built files first: Swagger UI and openapi.yaml, which /docs reads.
+  # hosting/ gets its built files first: Swagger UI and openapi.yaml, which /docs reads; then
+  # the Firebase config is staged again with them, its rewrites naming the functions' region.
   run python3 scripts/build_hosting.py
+  run python3 scripts/stage_firebase.py --region "$REGION" --out "$FIREBASE_DIR"
   # firestore.rules (deny every client-SDK access) and Hosting's rewrites to the functions.
   run npx --yes "$FIREBASE_TOOLS" deploy --only firestore:rules,hosting --project "$PROJECT_ID" \
-    --non-interactive
+    --config "$FIREBASE_DIR/firebase.json" --non-interactive
 }
 
+# What is shipped, staged locally first (.build/): the four function folders with the codec
+# wheel, and the Firebase config for this region. A dry run stages nothing.
+stage() {
+  run make --no-print-directory stage REGION="$REGION"
+}
+
+# Checks that can refuse the deploy come first, before anything is created or changed.
 enable_apis
+secrets
 firestore_database
+firebase_project
+stage
 service_accounts
 buckets
-secrets
 queues
 iam
 deploy_functions
 invokers
+# (The sweeper's Cloud Scheduler job, issue 8, goes here: after the functions it calls.)
 firebase
 if $DRY_RUN; then
   echo "dry run: nothing was run or changed"

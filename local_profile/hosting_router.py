@@ -21,6 +21,7 @@ from flask import Flask, Response, jsonify, request
 
 from local_profile import pages
 from local_profile.gateway import WebhookInbox, mount_webhook_receiver
+from scripts.stage_firebase import rewrite_target, service_id
 from shared.config import Settings
 from shared.entrypoints import flask_http, http_api
 
@@ -54,7 +55,8 @@ def glob_to_regex(source: str) -> re.Pattern[str]:
 
 
 def rewrites(firebase_json: Path) -> list[tuple[re.Pattern[str], dict[str, Any]]]:
-    """Each rewrite's source as a regex, with the rule: a `function` or a `destination`."""
+    """Each rewrite's source as a regex, with the rule: to a function (in any of the forms
+    firebase.json allows, see `rewrite_target`) or a `destination`."""
     config = json.loads(firebase_json.read_text())
     return [(glob_to_regex(rule["source"]), rule) for rule in config["hosting"]["rewrites"]]
 
@@ -64,6 +66,7 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
     # Hosting's own answers look like the API's: JSON errors, nosniff.
     flask_http.json_errors(app)
     routes = rewrites(firebase_json)
+    by_service = {service_id(name): url for name, url in function_urls.items()}
     session = requests.Session()
     settings = Settings.from_env()
     mount_webhook_receiver(app, WebhookInbox(settings.webhook_secrets))
@@ -75,7 +78,7 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
     def forward(target: str) -> Response:
         upstream = session.request(
             request.method,
-            function_urls[target].rstrip("/") + request.full_path.rstrip("?"),
+            by_service[target].rstrip("/") + request.full_path.rstrip("?"),
             data=request.get_data(),
             headers={k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS},
             timeout=120,
@@ -95,8 +98,9 @@ def create_app(function_urls: dict[str, str], firebase_json: Path) -> Flask:
         for regex, rule in routes:
             if not regex.match(url_path):
                 continue
-            if "function" in rule:
-                return forward(rule["function"]["functionId"])
+            function = rewrite_target(rule)
+            if function is not None:
+                return forward(service_id(function))
             page = pages.hosting_file(rule["destination"]) if reading else None
             if page is not None:
                 return pages.file_response(page, settings)
