@@ -35,6 +35,7 @@ from google.events.cloud.firestore import (
     Value,
 )
 
+from shared import logs
 from shared.adapters.gcp.firestore_events import WRITTEN_EVENT_TYPE
 from shared.config import Settings
 from shared.domain.times import iso
@@ -151,9 +152,7 @@ def main() -> None:
     parser.add_argument("--target", required=True, help="URL of the finalize function")
     args = parser.parse_args()
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings)
     project = settings.project
     relay = Relay(project, args.target)
     client = firestore.Client(project=project)

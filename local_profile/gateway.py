@@ -20,6 +20,7 @@ from flask import Flask, Response, jsonify, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from local_profile.pages import mount_pages
+from shared import logs
 from shared.bootstrap import build_services, codec_name
 from shared.config import Settings
 from shared.domain.times import iso
@@ -119,9 +120,7 @@ def main() -> None:
     from waitress import serve
 
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings)
     services = build_services(settings, ensure_buckets=bool(settings.storage_emulator_host))
     app = create_app(services)
     log.info("gateway on http://%s:%d", settings.gateway_host, settings.gateway_port)

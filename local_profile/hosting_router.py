@@ -10,7 +10,6 @@ tests and demo run against both profiles; production Hosting has no such route.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from flask import Flask, Response, jsonify, request
 from local_profile import pages
 from local_profile.gateway import WebhookInbox, mount_webhook_receiver
 from scripts.stage_firebase import rewrite_target, service_id
+from shared import logs
 from shared.config import Settings
 from shared.entrypoints import flask_http, http_api
 
@@ -113,7 +113,7 @@ def main() -> None:
     from waitress import serve
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(settings)
     urls = json.loads(os.environ["FUNCTION_URLS"])
     app = create_app(urls, ROOT / "firebase.json")
     serve(

@@ -307,6 +307,8 @@ class Stack(Processes):
             "TASK_BACKEND": "cloudtasks",
             "PROCESS_IMAGE_URL": urls["process_image"],
             "FINALIZE_URL": urls["finalize"],
+            # As in production (where K_SERVICE decides it): one JSON object per line.
+            "LOG_FORMAT": "json",
         }
         for name in FUNCTIONS:
             self.start_function(name, ports[name], staged, env)

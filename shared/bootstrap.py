@@ -200,8 +200,13 @@ def _warn_about_access(settings: Settings) -> None:
 @functools.cache
 def instance_services() -> Services:
     """One Services per process, built on first use (a Cloud Function instance's cold start
-    pays for it once, at its first request, not at import)."""
-    return build_services()
+    pays for it once, at its first request, not at import), after logging is set up for
+    where it runs."""
+    from shared import logs
+
+    settings = Settings.from_env()
+    logs.configure(settings)
+    return build_services(settings)
 
 
 def build_services(settings: Settings | None = None, *, ensure_buckets: bool = False) -> Services:

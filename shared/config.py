@@ -177,6 +177,9 @@ class Settings:
     gateway_port: int = 8000
     gateway_threads: int = 8
     log_level: str = "INFO"
+    # "json" (one object per line, as Cloud Logging reads it), "text", or "auto": JSON where
+    # Cloud Run says it runs the process (K_SERVICE), text elsewhere. See shared/logs.py.
+    log_format: str = "auto"
     # (key_id, sha256 hex) pairs from API_KEYS; empty means open access where that is allowed
     # (see `open_access`).
     api_keys: tuple[tuple[str, str], ...] = ()
@@ -251,6 +254,9 @@ class Settings:
         mode = get("OUTPUT_URL_MODE", d.output_url_mode) or d.output_url_mode
         if mode not in ("public", "signed"):
             raise ConfigError("OUTPUT_URL_MODE must be 'public' or 'signed'")
+        log_format = (get("LOG_FORMAT", d.log_format) or d.log_format).lower()
+        if log_format not in ("auto", "json", "text"):
+            raise ConfigError("LOG_FORMAT must be 'auto', 'json' or 'text'")
         backend = get("TASK_BACKEND", d.task_backend) or d.task_backend
         if backend not in ("celery", "cloudtasks"):
             raise ConfigError("TASK_BACKEND must be 'celery' or 'cloudtasks'")
@@ -296,6 +302,7 @@ class Settings:
             gateway_port=int(num("GATEWAY_PORT", d.gateway_port)),
             gateway_threads=int(num("GATEWAY_THREADS", d.gateway_threads)),
             log_level=(get("LOG_LEVEL", d.log_level) or d.log_level).upper(),
+            log_format=log_format,
             api_keys=parse_api_keys(get("API_KEYS", "") or ""),
             upload_rate_limit=parse_rate(rate) if rate is not None else d.upload_rate_limit,
         )

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractContextManager
 
 from flask import Flask, Request, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from shared import logs
+from shared.domain.model import is_request_id
 from shared.entrypoints import http_api, tasks
 from shared.usecases.services import Services
 
@@ -32,7 +35,18 @@ def to_flask(answer: http_api.ApiResponse) -> Response:
     )
 
 
+def _traced(request: Request, **fields: str | None) -> AbstractContextManager[None]:
+    """The scope of one HTTP request: its trace, and what it is about."""
+    headers = {name: request.headers.get(name, "") for name in logs.TRACE_HEADERS}
+    return logs.scope(**logs.trace_of(headers), **fields)
+
+
 def upload(services: Services, request: Request) -> Response:
+    with _traced(request):
+        return _upload(services, request)
+
+
+def _upload(services: Services, request: Request) -> Response:
     caller = http_api.admit(services, request.headers.get("Authorization"), uploading=True)
     if isinstance(caller, http_api.ApiResponse):
         # Bounded by the upload limit: a stranger is never read further than a customer.
@@ -89,6 +103,11 @@ def _discard_body(request: Request, cap: int = _DRAIN_CAP) -> None:
 
 
 def status(services: Services, request: Request, request_id: str) -> Response:
+    with _traced(request, request_id=request_id if is_request_id(request_id) else None):
+        return _status(services, request, request_id)
+
+
+def _status(services: Services, request: Request, request_id: str) -> Response:
     caller = http_api.admit(services, request.headers.get("Authorization"), uploading=False)
     if isinstance(caller, http_api.ApiResponse):
         return to_flask(caller)
@@ -131,7 +150,8 @@ def task(services: Services, request: Request) -> Response:
     retries = request.headers.get("X-CloudTasks-TaskRetryCount", "0")
     redelivered = retries.isdigit() and int(retries) > 0
     payload = request.get_json(silent=True)
-    return to_flask(tasks.run_task(services, payload, redelivered=redelivered))
+    with _traced(request):
+        return to_flask(tasks.run_task(services, payload, redelivered=redelivered))
 
 
 def json_errors(app: Flask) -> None:

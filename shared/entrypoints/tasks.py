@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, assert_never
 
+from shared import logs
 from shared.domain.errors import RetryLater
 from shared.domain.messages import (
     DeliverWebhook,
@@ -33,6 +34,7 @@ from shared.usecases.sweep import sweep
 log = logging.getLogger(__name__)
 
 
+@logs.about_work
 def handle(services: Services, message: Message, *, redelivered: bool = False) -> dict[str, Any]:
     """Run the use case for `message` and say what came of it. Raises RetryLater when the
     same message should come back later.

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from shared import logs
 from shared.domain.blob_layout import upload_path
 from shared.domain.csv_table import parse_product_csv
 from shared.domain.errors import ImageFailure
@@ -71,6 +72,7 @@ def accept_upload(
             ) from failure
 
     request_id = request_id or new_request_id()
+    logs.annotate(request_id=request_id)
     now = services.clock.now()
     path = upload_path(request_id)
     services.blobs.put_upload(path, csv_bytes, "text/csv")
