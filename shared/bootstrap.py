@@ -45,6 +45,7 @@ def build_blob_store(settings: Settings) -> GcsBlobStore:
     from google.cloud import storage  # type: ignore[attr-defined]
 
     _point_clients_at_emulators(settings)
+    signer = None
     if settings.storage_emulator_host:
         from google.auth.credentials import AnonymousCredentials
 
@@ -52,6 +53,8 @@ def build_blob_store(settings: Settings) -> GcsBlobStore:
             project=settings.project,
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         )
+        if settings.output_url_mode == "signed":
+            signer = _emulator_signer(settings)
     else:
         gcs = storage.Client(project=settings.project)
     return GcsBlobStore(
@@ -61,6 +64,21 @@ def build_blob_store(settings: Settings) -> GcsBlobStore:
         url_mode=settings.output_url_mode,
         signed_url_ttl=settings.signed_url_ttl,
         emulator_host=settings.storage_emulator_host,
+        signer=signer,
+    )
+
+
+def _emulator_signer(settings: Settings) -> Any:
+    # The emulator's client is anonymous and cannot sign; production signs through IAM.
+    if not settings.signing_key_file:
+        raise ConfigError(
+            "OUTPUT_URL_MODE=signed against the Storage emulator needs "
+            "GOOGLE_APPLICATION_CREDENTIALS: a service-account key file to sign URLs with"
+        )
+    from google.oauth2 import service_account
+
+    return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+        settings.signing_key_file
     )
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.domain import webhook
+from shared.domain import signed_url, webhook
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -138,6 +138,9 @@ class Settings:
     # "public" (object URL, bucket readable by allUsers) or "signed" (V4 signed URLs).
     output_url_mode: str = "public"
     signed_url_ttl: float = 7 * 86400
+    # A service-account key file (GOOGLE_APPLICATION_CREDENTIALS) to sign URLs with where the
+    # Storage client cannot: against the emulator. Production signs through IAM instead.
+    signing_key_file: str | None = None
     limits: Limits = field(default_factory=Limits)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     # How many times one image is tried before it fails for good (transient errors only).
@@ -254,6 +257,10 @@ class Settings:
         mode = get("OUTPUT_URL_MODE", d.output_url_mode) or d.output_url_mode
         if mode not in ("public", "signed"):
             raise ConfigError("OUTPUT_URL_MODE must be 'public' or 'signed'")
+        signed_url_ttl = duration("SIGNED_URL_TTL", d.signed_url_ttl)
+        if not 1 <= signed_url_ttl <= signed_url.MAX_LIFETIME_SECONDS:
+            # Cloud Storage refuses longer V4 signatures: every URL would be broken.
+            raise ConfigError("SIGNED_URL_TTL must be between 1s and 7d")
         log_format = (get("LOG_FORMAT", d.log_format) or d.log_format).lower()
         if log_format not in ("auto", "json", "text"):
             raise ConfigError("LOG_FORMAT must be 'auto', 'json' or 'text'")
@@ -267,7 +274,8 @@ class Settings:
             firestore_emulator_host=get("FIRESTORE_EMULATOR_HOST"),
             storage_emulator_host=get("STORAGE_EMULATOR_HOST"),
             output_url_mode=mode,
-            signed_url_ttl=duration("SIGNED_URL_TTL", d.signed_url_ttl),
+            signed_url_ttl=signed_url_ttl,
+            signing_key_file=get("GOOGLE_APPLICATION_CREDENTIALS"),
             limits=limits,
             fetch=fetch,
             image_max_attempts=int(num("IMAGE_MAX_ATTEMPTS", d.image_max_attempts)),

@@ -248,6 +248,15 @@ class BlobStore(Protocol):
         upload): what is held in memory does not grow with the object."""
         ...
 
+    def url_of(self, path: str) -> str:
+        """A URL of a stored result that a plain HTTP GET can fetch now (a signed one is
+        minted fresh, for the whole signed-URL lifetime)."""
+        ...
+
+    def urls_of(self, paths: Sequence[str]) -> list[str]:
+        """`url_of` of each path, in order, as fast as the store can mint them."""
+        ...
+
 
 @dataclass(frozen=True)
 class FetchedImage:

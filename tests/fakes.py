@@ -548,6 +548,9 @@ class FakeBlobs:
 
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         self.outputs[path] = (data, content_type)
+        return self.url_of(path)
+
+    def url_of(self, path: str) -> str:
         return f"https://storage.test/out/{path}"
 
     def open_upload(self, path: str) -> BinaryIO:
@@ -556,6 +559,9 @@ class FakeBlobs:
     def put_output_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> str:
         self.streamed.append(path)
         return self.put_output(path, b"".join(chunks), content_type)
+
+    def urls_of(self, paths: Sequence[str]) -> list[str]:
+        return [self.url_of(path) for path in paths]
 
 
 class FakeFetcher:

@@ -14,7 +14,9 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+from shared.domain import signed_url
 from shared.domain.model import RequestStatus
+from shared.domain.times import iso
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 
@@ -33,6 +35,11 @@ def payload(request_id: str, status: RequestStatus, csv_url: str | None) -> dict
     body: dict[str, object] = {"request_id": request_id, "status": status.value}
     if status is RequestStatus.COMPLETED and csv_url:
         body["csv_url"] = csv_url
+        # A signed URL dies at a moment of its own: say when, so the receiver fetches in time
+        # (GET /status mints a fresh one whenever asked).
+        expiry = signed_url.expires_at(csv_url)
+        if expiry is not None:
+            body["csv_url_expires_at"] = iso(expiry)
     return body
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.domain import signed_url
 from shared.domain.access import AccessDenied, ApiKeyring
 from shared.domain.csv_table import CsvInvalid
 from shared.domain.model import (
@@ -338,6 +339,9 @@ def status_body(report: StatusReport) -> dict[str, Any]:
         body["completed_at"] = iso(request.completed_at)
     if request.csv_url:
         body["csv_url"] = request.csv_url
+        expiry = signed_url.expires_at(request.csv_url)
+        if expiry is not None:
+            body["csv_url_expires_at"] = iso(expiry)
     if request.error_code:
         body["error"] = {"code": request.error_code, "message": request.error_message}
     if report.details is not None:
@@ -363,6 +367,7 @@ def _image_body(image: ImageRecord) -> dict[str, Any]:
         "state": image.state.value,
         "attempts": image.attempts,
         "output_url": image.output_url,
+        "output_url_expires_at": _expiry(image.output_url),
         "error": (
             {"code": image.error_code, "message": image.error_message} if image.error_code else None
         ),
@@ -376,6 +381,11 @@ def _image_body(image: ImageRecord) -> dict[str, Any]:
         "output_bytes": image.output_bytes,
         "updated_at": iso(image.updated_at) if image.updated_at else None,
     }
+
+
+def _expiry(url: str | None) -> str | None:
+    moment = signed_url.expires_at(url)
+    return iso(moment) if moment is not None else None
 
 
 def _webhook_body(delivery: WebhookDelivery) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.domain.model import (
@@ -78,7 +78,28 @@ def report_status(
     if details:
         size = max(1, min(page_size, MAX_PAGE))
         images = services.images.page(request_id, after=after, limit=size, state=state)
-        page = ImagePage(images, images[-1].image_id if len(images) == size else None)
+        page = ImagePage(
+            _with_fresh_urls(services, images), images[-1].image_id if len(images) == size else None
+        )
         webhook = services.deliveries.get(request_id)
         totals = (tally or services.images.tally(request_id)).bytes
+    if request.output_path:
+        # The URL stored at completion may be a signed one near its end: every read gets a
+        # URL minted now, from where the CSV is stored.
+        request = replace(request, csv_url=services.blobs.url_of(request.output_path))
     return StatusReport(request, progress, updated_at, webhook, page, totals)
+
+
+def _with_fresh_urls(services: Services, images: list[ImageRecord]) -> list[ImageRecord]:
+    stored = [image for image in images if image.output_path]
+    urls = dict(
+        zip(
+            (image.image_id for image in stored),
+            services.blobs.urls_of([image.output_path or "" for image in stored]),
+            strict=True,
+        )
+    )
+    return [
+        replace(image, output_url=urls[image.image_id]) if image.image_id in urls else image
+        for image in images
+    ]

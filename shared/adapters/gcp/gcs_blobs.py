@@ -7,7 +7,9 @@ them back); outputs are what clients fetch, by public object URL or V4 signed UR
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -19,6 +21,8 @@ from shared.domain.errors import ErrorCode, ImageFailure
 from shared.ports import BlobMissing
 
 PUBLIC_HOST = "https://storage.googleapis.com"
+# Signing through IAM is one HTTP call per URL: a page of details signs this many at once.
+IAM_SIGNING_THREADS = 16
 # Outputs never change once written (a retry writes identical bytes to the same name).
 OUTPUT_CACHE_CONTROL = "public, max-age=86400"
 # Streamed reads and writes go in pieces of this size (a multiple of 256 KB, as resumable
@@ -36,7 +40,10 @@ class GcsBlobStore:
         url_mode: str = "public",
         signed_url_ttl: float = 7 * 86400,
         emulator_host: str | None = None,
+        signer: Any | None = None,
     ) -> None:
+        """`signer`: credentials that sign URLs instead of the client's own (a service
+        account key: the Storage emulator's client is anonymous and cannot sign)."""
         self._client = client
         self._uploads = client.bucket(uploads_bucket)
         self._outputs = client.bucket(outputs_bucket)
@@ -45,6 +52,8 @@ class GcsBlobStore:
         self._public_host = (
             _with_scheme(emulator_host).rstrip("/") if emulator_host else PUBLIC_HOST
         )
+        self._signer: Any = signer if signer is not None else client._credentials
+        self._refresh_lock = threading.Lock()
 
     def put_upload(self, path: str, data: bytes, content_type: str) -> None:
         self._uploads.blob(path).upload_from_string(data, content_type=content_type)
@@ -87,22 +96,42 @@ class GcsBlobStore:
         return self.url_of(path)
 
     def url_of(self, path: str) -> str:
+        """A URL that a plain GET fetches now: the public object URL, or one signed this
+        moment, good for the signed-URL lifetime from now."""
         if self._url_mode == "signed":
             return self._signed_url(path)
         return f"{self._public_host}/{self._outputs.name}/{quote(path)}"
 
+    def urls_of(self, paths: Sequence[str]) -> list[str]:
+        """`url_of` for each path, in order. Signing through IAM is a network call per URL,
+        so many are signed at once; a key signs locally, one after the other."""
+        if self._url_mode != "signed" or self._signs_locally() or len(paths) < 2:
+            return [self.url_of(path) for path in paths]
+        with ThreadPoolExecutor(min(IAM_SIGNING_THREADS, len(paths))) as pool:
+            return list(pool.map(self.url_of, paths))
+
+    def _signs_locally(self) -> bool:
+        return hasattr(self._signer, "sign_bytes")
+
     def _signed_url(self, path: str) -> str:
         blob = self._outputs.blob(path)
-        credentials: Any = self._client._credentials
         kwargs: dict[str, Any] = {"version": "v4", "expiration": self._ttl, "method": "GET"}
-        if not hasattr(credentials, "sign_bytes"):
+        if self._public_host != PUBLIC_HOST:
+            # The emulator serves the object at its own host; it checks no signature.
+            kwargs["api_access_endpoint"] = self._public_host
+        if self._signs_locally():
+            kwargs["credentials"] = self._signer
+        else:
             # Cloud Functions' default credentials hold no private key: sign through the
-            # IAM signBlob API with the function's own service account instead.
+            # IAM signBlob API (IAM Credentials) as the function's own service account, with
+            # a token refreshed only when it has run out, not once per URL.
             import google.auth.transport.requests
 
-            credentials.refresh(google.auth.transport.requests.Request())
-            kwargs["service_account_email"] = credentials.service_account_email
-            kwargs["access_token"] = credentials.token
+            with self._refresh_lock:
+                if not self._signer.valid:
+                    self._signer.refresh(google.auth.transport.requests.Request())
+                kwargs["service_account_email"] = self._signer.service_account_email
+                kwargs["access_token"] = self._signer.token
         url: str = blob.generate_signed_url(**kwargs)
         return url
 
