@@ -19,6 +19,12 @@ from bench.codec import (
     render_codec_section,
     targets,
 )
+from bench.cold_start import (
+    ColdStartReport,
+    cold_start_benchmark,
+    cold_start_markdown,
+    render_cold_start_section,
+)
 from bench.pipeline import Figure, end_to_end_benchmark, upload_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,15 +44,20 @@ def render(figures: list[Figure]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["codec", "upload", "e2e"], default=None)
+    parser.add_argument("--only", choices=["codec", "cold", "upload", "e2e"], default=None)
     args = parser.parse_args()
     figures: list[Figure] = []
     codec: CodecReport | None = None
+    cold: ColdStartReport | None = None
     with tempfile.TemporaryDirectory(prefix="imgsvc-bench-") as tmp:
         # First, while nothing else of ours runs: the codec figures are per core.
         if args.only in (None, "codec"):
             codec = codec_benchmark(Path(tmp))
             print(render_codec_section(codec))
+        # Also before any stack starts: interpreters starting up are what is measured.
+        if args.only in (None, "cold"):
+            cold = cold_start_benchmark(Path(tmp))
+            print(render_cold_start_section(cold))
         if args.only in (None, "upload"):
             figures += upload_benchmark(Path(tmp))
             print(render(figures))
@@ -61,6 +72,7 @@ def main() -> None:
         f"Written by `make bench` on {stamp} ({machine}). Every figure is compared with a "
         "baseline measured in the same run, on the same machine.\n\n"
         + (codec_markdown(codec) if codec else "")
+        + (cold_start_markdown(cold) if cold else "")
         + "## Pipeline (local profile)\n\n"
         f"{table}\n\n"
         "The end-to-end ratio counts everything the local profile runs on the same cores: the "

@@ -3,6 +3,12 @@
 Entry points call `build_services()` once per process (after fork, for Celery's prefork
 workers: gRPC channels do not survive a fork) and hand the result to the use cases, which never
 ask which profile they run in.
+
+Importing this module loads no client library: a Cloud Function imports it at start-up, and
+each adapter's libraries are loaded when the adapter is built. Adapters that only some
+functions use (the fetcher and the webhook sender, the Cloud Tasks client, Pillow) are built
+the first time they are used, so a function that never uses one never loads it: status never
+loads Cloud Tasks, urllib3 or Pillow (BENCHMARKS.md, "Cold start").
 """
 
 from __future__ import annotations
@@ -13,21 +19,25 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
-from shared.adapters.egress.address_guard import AddressGuard, no_lookups
-from shared.adapters.egress.safe_http import HttpImageFetcher, HttpWebhookTransport
-from shared.adapters.gcp.firestore_store import (
-    FirestoreDeliveries,
-    FirestoreImages,
-    FirestoreRequests,
-)
-from shared.adapters.gcp.firestore_upload_keys import FirestoreUploadKeys
-from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 from shared.config import ConfigError, Limits, Settings
-from shared.domain.model import CompressedImage
-from shared.ports import FetchLimiter, ImageCodec, ImageEvents, RateLimiter, TaskQueue
+from shared.ports import (
+    FetchLimiter,
+    ImageCodec,
+    ImageEvents,
+    ImageFetcher,
+    RateLimiter,
+    TaskQueue,
+    WebhookTransport,
+)
 from shared.usecases.services import Services, SystemClock
+
+if TYPE_CHECKING:
+    from shared.adapters.egress.address_guard import AddressGuard
+    from shared.adapters.gcp.gcs_blobs import GcsBlobStore
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +51,36 @@ def _point_clients_at_emulators(settings: Settings) -> None:
         os.environ["STORAGE_EMULATOR_HOST"] = settings.storage_emulator_host
 
 
+class _Deferred(Generic[_T]):
+    """Stands for an adapter that is built the first time any of its attributes is used
+    (once, whichever thread gets there first), so that its libraries load only in a process
+    that needs them."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._built: _T | None = None
+        self._lock = threading.Lock()
+
+    def built(self) -> _T:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._make()
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.built(), name)
+
+
+def deferred(make: Callable[[], _T]) -> _T:
+    """What `make()` returns, built on first use (to the type checker, the thing itself)."""
+    return cast(_T, _Deferred(make))
+
+
 def build_blob_store(settings: Settings) -> GcsBlobStore:
     from google.cloud import storage  # type: ignore[attr-defined]
+
+    from shared.adapters.gcp.gcs_blobs import GcsBlobStore
 
     _point_clients_at_emulators(settings)
     signer = None
@@ -89,24 +127,6 @@ def _firestore_client(settings: Settings) -> Any:
     return firestore.Client(project=settings.project)
 
 
-class _BuiltOnFirstUse:
-    """An ImageCodec made when the first image needs it: Pillow and numpy cost a tenth of a
-    second to import, which a function that never compresses (upload, status, finalize), and a
-    process_image instance until its first non-JPEG, need not pay at start-up."""
-
-    def __init__(self, make: Callable[[], ImageCodec]) -> None:
-        self._make = make
-        self._codec: ImageCodec | None = None
-        self._lock = threading.Lock()
-
-    def compress(self, data: bytes) -> CompressedImage:
-        if self._codec is None:
-            with self._lock:
-                if self._codec is None:
-                    self._codec = self._make()
-        return self._codec.compress(data)
-
-
 def _pillow_codec(limits: Limits) -> ImageCodec:
     from shared.adapters.codec.pillow_codec import PillowCodec
 
@@ -123,7 +143,10 @@ def build_codec(limits: Limits) -> ImageCodec:
     The choice is logged once per process. Falling back is an error, not a warning: in a
     Cloud Function it means the staged wheel is missing or broken, and every JPEG then costs
     about twice the CPU."""
-    general = _BuiltOnFirstUse(lambda: _pillow_codec(limits))
+    # Pillow and numpy cost a tenth of a second to load, which a function that never
+    # compresses, and process_image until its first picture that is not a plain JPEG, need
+    # not pay.
+    general = deferred(lambda: _pillow_codec(limits))
     try:
         from jpeg_requantize import LIBJPEG_VERSION
 
@@ -180,11 +203,12 @@ def build_backend(settings: Settings, db: Any) -> Backend:
         from shared.adapters.gcp.firestore_events import FirestoreTriggerEvents
         from shared.adapters.gcp.firestore_rate_limit import FirestoreRateLimiter
 
+        # Built on first use: status never queues, and only upload counts uploads.
         return Backend(
-            queue=CloudTasksQueue(settings),
+            queue=deferred(lambda: CloudTasksQueue(settings)),
             events=FirestoreTriggerEvents(),
             fetch_limiter=ProcessFetchLimiter(fetch.max_concurrent, fetch.max_per_host),
-            upload_rate=FirestoreRateLimiter(db, "upload"),
+            upload_rate=deferred(lambda: FirestoreRateLimiter(db, "upload")),
         )
     if settings.task_backend == "celery":
         import redis
@@ -228,34 +252,60 @@ def instance_services() -> Services:
 
 
 def build_services(settings: Settings | None = None, *, ensure_buckets: bool = False) -> Services:
+    from shared.adapters.gcp.firestore_store import (
+        FirestoreDeliveries,
+        FirestoreImages,
+        FirestoreRequests,
+    )
+    from shared.adapters.gcp.firestore_upload_keys import FirestoreUploadKeys
+
     settings = settings or Settings.from_env()
     clock = SystemClock()
     db = _firestore_client(settings)
     blobs = build_blob_store(settings)
     if ensure_buckets:
         blobs.ensure_buckets()
-    guard = AddressGuard(
-        settings.fetch.allowed_networks,
-        resolver=no_lookups if settings.fetch.dns == "off" else None,
-    )
     backend = build_backend(settings, db)
     if not settings.webhook_secrets:
         log.warning("WEBHOOK_SECRET is not set: webhooks will be sent unsigned")
     _warn_about_access(settings)
+    guard = deferred(lambda: _address_guard(settings))
     return Services(
         settings=settings,
         requests=FirestoreRequests(db, clock),
         images=FirestoreImages(db, clock),
         deliveries=FirestoreDeliveries(db),
         blobs=blobs,
-        fetcher=HttpImageFetcher(settings.fetch, settings.limits, guard),
+        # The safe HTTP client (urllib3) only where images are fetched or webhooks sent.
+        fetcher=deferred(lambda: _image_fetcher(settings, guard)),
         codec=build_codec(settings.limits),
         queue=backend.queue,
         events=backend.events,
-        webhooks=HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard),
+        webhooks=deferred(lambda: _webhook_transport(settings, guard)),
         webhook_guard=guard,
         clock=clock,
         fetch_limiter=backend.fetch_limiter,
         upload_rate=backend.upload_rate,
         upload_keys=FirestoreUploadKeys(db),
     )
+
+
+def _address_guard(settings: Settings) -> AddressGuard:
+    from shared.adapters.egress.address_guard import AddressGuard, no_lookups
+
+    return AddressGuard(
+        settings.fetch.allowed_networks,
+        resolver=no_lookups if settings.fetch.dns == "off" else None,
+    )
+
+
+def _image_fetcher(settings: Settings, guard: AddressGuard) -> ImageFetcher:
+    from shared.adapters.egress.safe_http import HttpImageFetcher
+
+    return HttpImageFetcher(settings.fetch, settings.limits, guard)
+
+
+def _webhook_transport(settings: Settings, guard: AddressGuard) -> WebhookTransport:
+    from shared.adapters.egress.safe_http import HttpWebhookTransport
+
+    return HttpWebhookTransport(settings.fetch, settings.webhook_timeout, guard)
