@@ -167,8 +167,10 @@ def build_codec(limits: Limits) -> ImageCodec:
 
 def codec_name(codec: ImageCodec) -> CodecName:
     """Which codec a process runs, for /healthz."""
-    from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
-
+    try:
+        from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
+    except ImportError:  # not built: build_codec has fallen back to Pillow
+        return "pillow"
     return "dct" if isinstance(codec, JpegRequantizer) else "pillow"
 
 
