@@ -32,8 +32,8 @@ RUNTIME=${RUNTIME:-python311}
 UPLOADS_BUCKET=${UPLOADS_BUCKET:-$PROJECT_ID-imgsvc-uploads}
 OUTPUTS_BUCKET=${OUTPUTS_BUCKET:-$PROJECT_ID-imgsvc-outputs}
 OUTPUT_URL_MODE=${OUTPUT_URL_MODE:-public}
-# Cloud Tasks and Eventarc reach internal-only services in the same project; anything else
-# cannot even try. Set INTERNAL_INGRESS=all to rely on IAM alone.
+# Cloud Tasks, Eventarc and Cloud Scheduler reach internal-only services in the same project;
+# anything else cannot even try. Set INTERNAL_INGRESS=all to rely on IAM alone.
 INTERNAL_INGRESS=${INTERNAL_INGRESS:-internal-only}
 FIREBASE_TOOLS=${FIREBASE_TOOLS:-firebase-tools@15.34.2}
 BUILD_DIR=.build/functions
@@ -47,6 +47,7 @@ SA_WORKER="imgsvc-worker@$PROJECT_ID.iam.gserviceaccount.com"   # process_image,
 SA_TASKS="imgsvc-tasks@$PROJECT_ID.iam.gserviceaccount.com"     # the identity Cloud Tasks calls with
 SA_TRIGGER="imgsvc-trigger@$PROJECT_ID.iam.gserviceaccount.com" # the identity Eventarc calls with
 SA_BUILD="imgsvc-build@$PROJECT_ID.iam.gserviceaccount.com"     # Cloud Build, building the functions
+SA_SCHEDULER="imgsvc-scheduler@$PROJECT_ID.iam.gserviceaccount.com" # the identity the sweep job calls with
 
 SECRET_WEBHOOK=imgsvc-webhook-secret
 SECRET_API_KEYS=imgsvc-api-keys
@@ -54,6 +55,7 @@ SECRET_API_KEYS=imgsvc-api-keys
 QUEUE_FANOUT=fan-out
 QUEUE_IMAGES=images
 QUEUE_WEBHOOKS=webhooks
+SWEEP_JOB=imgsvc-sweep
 
 cd "$(dirname "$0")"
 
@@ -122,7 +124,7 @@ enable_apis() {
     eventarc.googleapis.com pubsub.googleapis.com secretmanager.googleapis.com \
     storage.googleapis.com iam.googleapis.com firebasehosting.googleapis.com \
     firebaserules.googleapis.com firebase.googleapis.com logging.googleapis.com \
-    iamcredentials.googleapis.com
+    iamcredentials.googleapis.com cloudscheduler.googleapis.com
 }
 
 # Rules and Hosting deploy only to a Firebase project: add Firebase to the Cloud project, once.
@@ -155,14 +157,19 @@ firestore_database() {
     run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" \
       --type=firestore-native --project "$PROJECT_ID"
   fi
-  # Upload rate-limit windows delete themselves once over (shared/adapters/gcp/firestore_rate_limit.py).
-  run gcloud firestore fields ttls update expires_at --collection-group=rate_limits \
-    --enable-ttl --project "$PROJECT_ID" --quiet
+  # Upload rate-limit windows delete themselves once over (shared/adapters/gcp/firestore_rate_limit.py),
+  # and idempotency keys after their day (shared/adapters/gcp/firestore_upload_keys.py).
+  local group
+  for group in rate_limits upload_keys; do
+    run gcloud firestore fields ttls update expires_at --collection-group="$group" \
+      --enable-ttl --project "$PROJECT_ID" --quiet
+  done
 }
 
 service_accounts() {
   local sa name
-  for sa in "$SA_API" "$SA_STATUS" "$SA_WORKER" "$SA_TASKS" "$SA_TRIGGER" "$SA_BUILD"; do
+  for sa in "$SA_API" "$SA_STATUS" "$SA_WORKER" "$SA_TASKS" "$SA_TRIGGER" "$SA_BUILD" \
+    "$SA_SCHEDULER"; do
     name=${sa%%@*}
     if ! exists gcloud iam service-accounts describe "$sa" --project "$PROJECT_ID"; then
       run gcloud iam service-accounts create "$name" --display-name="imgsvc ${name#imgsvc-}" \
@@ -310,6 +317,8 @@ iam() {
   bind_queue "$QUEUE_WEBHOOKS" "$api"
   bind_queue "$QUEUE_IMAGES" "$worker"
   bind_queue "$QUEUE_WEBHOOKS" "$worker"
+  # The sweeper runs in process_image and re-queues lost slices too.
+  bind_queue "$QUEUE_FANOUT" "$worker"
   # Creating a task that carries an OIDC token of imgsvc-tasks means acting as it.
   bind_account "$SA_TASKS" "$api" roles/iam.serviceAccountUser
   bind_account "$SA_TASKS" "$worker" roles/iam.serviceAccountUser
@@ -394,6 +403,25 @@ invokers() {
     --project "$PROJECT_ID" --member="serviceAccount:$SA_TASKS"
   run gcloud functions add-invoker-policy-binding finalize --region="$REGION" \
     --project "$PROJECT_ID" --member="serviceAccount:$SA_TRIGGER"
+  run gcloud functions add-invoker-policy-binding process_image --region="$REGION" \
+    --project "$PROJECT_ID" --member="serviceAccount:$SA_SCHEDULER"
+}
+
+# The sweeper (shared/usecases/sweep.py): every minute, the `sweep` message to process_image
+# with an OIDC token of imgsvc-scheduler. Whatever a lost task or event left undone is found
+# again from Firestore. No retries: the next minute's run looks again anyway.
+sweep_job() {
+  local uri verb headers
+  uri=$(function_url process_image)
+  if exists gcloud scheduler jobs describe "$SWEEP_JOB" --location="$REGION" --project "$PROJECT_ID"; then
+    verb=update headers=--update-headers=Content-Type=application/json
+  else
+    verb=create headers=--headers=Content-Type=application/json
+  fi
+  run gcloud scheduler jobs "$verb" http "$SWEEP_JOB" --location="$REGION" --project "$PROJECT_ID" \
+    --schedule='* * * * *' --time-zone=Etc/UTC --uri="$uri" --http-method=POST "$headers" \
+    --message-body='{"kind":"sweep"}' --oidc-service-account-email="$SA_SCHEDULER" \
+    --oidc-token-audience="$uri" --attempt-deadline=300s --max-retry-attempts=0
 }
 
 firebase() {
@@ -424,7 +452,7 @@ queues
 iam
 deploy_functions
 invokers
-# (The sweeper's Cloud Scheduler job, issue 8, goes here: after the functions it calls.)
+sweep_job
 firebase
 if $DRY_RUN; then
   echo "dry run: nothing was run or changed"

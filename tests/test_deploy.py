@@ -34,6 +34,7 @@ ENV = {"PROJECT_ID": "demo-proj", "REGION": "europe-west1", **SECRETS}
 TASKS = "imgsvc-tasks@demo-proj.iam.gserviceaccount.com"
 TRIGGER = "imgsvc-trigger@demo-proj.iam.gserviceaccount.com"
 BUILD = "imgsvc-build@demo-proj.iam.gserviceaccount.com"
+SCHEDULER = "imgsvc-scheduler@demo-proj.iam.gserviceaccount.com"
 
 # Answers in order of the rules; the first whose words all occur in the command line wins.
 RECORDER = """#!{python}
@@ -269,7 +270,7 @@ def test_queues_are_created_with_rate_limits_and_retries(dry_run: list[list[str]
             assert flag(command, name), (name, command)
 
 
-def test_only_the_task_and_trigger_identities_may_invoke_internal_functions(
+def test_only_the_task_trigger_and_sweep_identities_may_invoke_internal_functions(
     dry_run: list[list[str]],
 ) -> None:
     invokers = {
@@ -279,7 +280,13 @@ def test_only_the_task_and_trigger_identities_may_invoke_internal_functions(
     }
     tasks = f"serviceAccount:{TASKS}"
     trigger = f"serviceAccount:{TRIGGER}"
-    assert invokers == {("process_image", tasks), ("finalize", tasks), ("finalize", trigger)}
+    scheduler = f"serviceAccount:{SCHEDULER}"
+    assert invokers == {
+        ("process_image", tasks),
+        ("finalize", tasks),
+        ("finalize", trigger),
+        ("process_image", scheduler),
+    }
     roles = {
         (flag(c, "--member"), flag(c, "--role"))
         for c in dry_run
@@ -292,10 +299,49 @@ def test_only_the_task_and_trigger_identities_may_invoke_internal_functions(
     assert (status, "roles/datastore.viewer") in roles  # status only reads
 
 
-def test_rate_limit_windows_expire_by_a_ttl_policy(dry_run: list[list[str]]) -> None:
-    (ttl,) = [c for c in dry_run if c[:4] == ["gcloud", "firestore", "fields", "ttls"]]
-    assert ttl[5] == "expires_at" and "--collection-group=rate_limits" in ttl
-    assert "--enable-ttl" in ttl
+def test_rate_limit_windows_and_idempotency_keys_expire_by_a_ttl_policy(
+    dry_run: list[list[str]],
+) -> None:
+    ttls = [c for c in dry_run if c[:4] == ["gcloud", "firestore", "fields", "ttls"]]
+    assert {flag(c, "--collection-group") for c in ttls} == {"rate_limits", "upload_keys"}
+    assert all(c[5] == "expires_at" and "--enable-ttl" in c for c in ttls)
+
+
+def test_the_sweeper_runs_every_minute_as_its_own_identity_on_process_image(
+    dry_run: list[list[str]],
+) -> None:
+    (job,) = [c for c in dry_run if c[:4] == ["gcloud", "scheduler", "jobs", "create"]]
+    assert job[4:6] == ["http", "imgsvc-sweep"]
+    assert flag(job, "--schedule") == "* * * * *"
+    uri = flag(job, "--uri") or ""
+    assert uri == flag(job, "--oidc-token-audience")
+    assert uri.startswith("https://process-image-") and uri.endswith(".europe-west1.run.app/")
+    assert flag(job, "--http-method") == "POST"
+    assert json.loads(flag(job, "--message-body") or "") == {"kind": "sweep"}
+    assert flag(job, "--headers") == "Content-Type=application/json"
+    assert flag(job, "--oidc-service-account-email") == SCHEDULER
+    created = [c for c in dry_run if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]
+    assert ["imgsvc-scheduler"] in [c[4:5] for c in created]
+    enabled = next(c for c in dry_run if c[:3] == ["gcloud", "services", "enable"])
+    assert "cloudscheduler.googleapis.com" in enabled
+    # It re-queues lost slices: the worker may add to the fan-out queue.
+    fan_out = [
+        c for c in dry_run if c[:4] == ["gcloud", "tasks", "queues", "add-iam-policy-binding"]
+    ]
+    worker = "serviceAccount:imgsvc-worker@demo-proj.iam.gserviceaccount.com"
+    assert any(c[4] == "fan-out" and flag(c, "--member") == worker for c in fan_out)
+
+
+def test_a_second_run_updates_the_sweep_job(deploy) -> None:  # type: ignore[no-untyped-def]
+    done = deploy(fake=Fake(exists=True, firebase_projects=["demo-proj"]))
+    assert done.result.returncode == 0, done.result.stderr
+    (job,) = [
+        c
+        for c in recorded(done.ran)
+        if c[:3] == ["gcloud", "scheduler", "jobs"] and c[3] != "describe"
+    ]
+    assert job[3:6] == ["update", "http", "imgsvc-sweep"]
+    assert flag(job, "--update-headers") == "Content-Type=application/json"
 
 
 def test_secrets_are_stored_but_never_printed(deploy) -> None:  # type: ignore[no-untyped-def]
