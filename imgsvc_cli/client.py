@@ -4,6 +4,8 @@ service said no (`ApiError`, with its error code and problems) or did not answer
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,10 @@ import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE_SIZE = 500  # the API's largest page
+# An upload is sent up to this many times, waiting 1 s, 2 s, 4 s ... between.
+UPLOAD_ATTEMPTS = 4
+RETRY_BASE = 1.0
+RETRY_CAP = 8.0
 
 
 class Unreachable(Exception):
@@ -67,12 +73,33 @@ class Client:
             raise ApiError(response.status_code, "unexpected", f"HTTP {response.status_code}")
         return body
 
-    def upload(self, csv_path: Path, webhook_url: str | None = None) -> dict[str, Any]:
+    def upload(
+        self, csv_path: Path, webhook_url: str | None = None, *, attempts: int = UPLOAD_ATTEMPTS
+    ) -> dict[str, Any]:
+        """POST the CSV under an Idempotency-Key of its own, and send it again under the same
+        key when the service did not answer (a timeout, a reset, a 5xx, or a 409 while the
+        first attempt is still being accepted): a retry gets the first request back, never a
+        second one."""
         data = {"webhook_url": webhook_url} if webhook_url else {}
-        with csv_path.open("rb") as file:
-            return self._call(
-                "POST", "/upload", files={"file": (csv_path.name, file, "text/csv")}, data=data
-            )
+        headers = {"Idempotency-Key": f'"{uuid.uuid4()}"'}
+        body = csv_path.read_bytes()
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call(
+                    "POST",
+                    "/upload",
+                    files={"file": (csv_path.name, body, "text/csv")},
+                    data=data,
+                    headers=headers,
+                )
+            except Unreachable:
+                if attempt == attempts:
+                    raise
+            except ApiError as refused:
+                if refused.status != 409 or attempt == attempts:
+                    raise
+            time.sleep(min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def status(
         self,

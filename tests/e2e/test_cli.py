@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -308,3 +309,57 @@ def test_on_a_terminal_the_progress_bar_fits_its_width_and_reaches_100(
     assert "100%" in final and "6/6" in final and "5 done" in final and "1 failed" in final
     assert "━" in final  # Rich's bar
     assert all(len(line) <= 90 for line in text.splitlines()), text
+
+
+class AnswerLostOnce(BaseHTTPRequestHandler):
+    """In front of the gateway: the first upload reaches it, but its answer never reaches the
+    client (the connection is cut), as when a proxy times out; everything else passes."""
+
+    gateway: ClassVar[str] = ""
+    answers: ClassVar[list[dict[str, object]]] = []  # what the gateway answered each upload
+    keys: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        upstream = requests.post(self.gateway + self.path, data=body, headers=headers, timeout=30)
+        type(self).answers.append(upstream.json())
+        type(self).keys.append(self.headers.get("Idempotency-Key"))
+        if len(type(self).answers) == 1:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.send_response(upstream.status_code)
+        for name in ("Content-Type", "Location", "Idempotent-Replayed"):
+            if name in upstream.headers:
+                self.send_header(name, upstream.headers[name])
+        self.send_header("Content-Length", str(len(upstream.content)))
+        self.end_headers()
+        self.wfile.write(upstream.content)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_an_upload_whose_answer_was_lost_is_sent_again_and_makes_one_request(
+    gateway_url: str, image_host: ImageHost, tmp_path: Path
+) -> None:
+    AnswerLostOnce.gateway, AnswerLostOnce.answers, AnswerLostOnce.keys = gateway_url, [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnswerLostOnce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        front = f"http://127.0.0.1:{server.server_port}"
+        csv_path = write(tmp_path, "products.csv", products(image_host, broken=False))
+        run = imgsvc(front, "submit", str(csv_path), "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr
+    first, again = AnswerLostOnce.answers
+    # Sent twice under one key; the second answer is the first request, not a new one.
+    assert AnswerLostOnce.keys[0] and AnswerLostOnce.keys[0] == AnswerLostOnce.keys[1]
+    assert first["request_id"] == again["request_id"] == json.loads(run.stdout)["request_id"]
+    status = wait_until_finished(gateway_url, str(first["request_id"]))
+    assert status["progress"]["total"] == 5
