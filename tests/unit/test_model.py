@@ -197,6 +197,9 @@ class PipelineModel(RuleBasedStateMachine):
             if result is False and task.posted_ok_for:
                 self._excuse(task)  # its claim had passed to another attempt
             task.posted_ok_for = None
+        if port == "images":
+            # Checked at every write, not only between steps: a step may hold several.
+            self.first_outcomes_stand()
         if decision == "crash after":
             raise Crash
         return result
@@ -254,9 +257,7 @@ class PipelineModel(RuleBasedStateMachine):
 
     @rule(
         rows=st.lists(
-            st.lists(
-                st.sampled_from(["good", "broken", "gone", "flaky", "slow"]), min_size=1, max_size=3
-            ),
+            st.lists(st.sampled_from(KINDS), min_size=1, max_size=3),
             min_size=1,
             max_size=3,
         ),
@@ -302,8 +303,11 @@ class PipelineModel(RuleBasedStateMachine):
         first=st.integers(min_value=0),
         second=st.one_of(st.none(), st.integers(min_value=0)),
         calls=st.integers(min_value=0, max_value=8),
+        first_redelivered=st.booleans(),
     )
-    def interleave(self, first: int, second: int | None, calls: int) -> None:
+    def interleave(
+        self, first: int, second: int | None, calls: int, first_redelivered: bool
+    ) -> None:
         """The races that matter most, made likely: a task pauses after `calls` port calls,
         another one (a second copy of the same message when `second` is None) runs whole,
         then the first goes on."""
@@ -312,6 +316,8 @@ class PipelineModel(RuleBasedStateMachine):
             return
         a = due[first % len(due)]
         self.queue.waiting.remove(a)
+        if first_redelivered:
+            a = dataclasses.replace(a, redelivered=True)
         paused = self._begin(a)
         self._advance(paused, calls)
         if second is None:
@@ -335,6 +341,12 @@ class PipelineModel(RuleBasedStateMachine):
     @rule(pick=st.integers(min_value=0))
     def drop(self, pick: int) -> None:
         del self.queue.waiting[pick % len(self.queue.waiting)]
+
+    @precondition(lambda self: self.queue.waiting)
+    @rule()
+    def broker_restarts_empty(self) -> None:
+        """Redis restarted without persistence: every queued and delayed message is gone."""
+        self.queue.waiting.clear()
 
     @precondition(lambda self: self.tasks)
     @rule(pick=st.integers(min_value=0), calls=st.integers(min_value=1, max_value=12))
@@ -368,6 +380,8 @@ class PipelineModel(RuleBasedStateMachine):
 
     @invariant()
     def first_outcomes_stand(self) -> None:
+        """An image's first recorded outcome never changes (checked after every step and
+        after every write to an image)."""
         for key, image in self.world.images.records.items():
             if image.state.terminal:
                 seen = self.first_outcomes.setdefault(key, (image.state, image.output_url))
