@@ -10,6 +10,7 @@ from typing import BinaryIO, Protocol
 from shared.domain.messages import Message
 from shared.domain.model import (
     CompressedImage,
+    ContentClaim,
     DeliveryAttempt,
     DeliveryState,
     ImageJob,
@@ -18,6 +19,7 @@ from shared.domain.model import (
     Progress,
     Recorded,
     RequestRecord,
+    StoredOutput,
     Tally,
     UploadKey,
     WebhookDelivery,
@@ -129,9 +131,32 @@ class ImageRepository(Protocol):
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
+        content_key: str | None = None,
     ) -> Recorded | None:
         """Record the outcome and count it in the image's tally, in one commit. None when an
-        outcome had been recorded meanwhile: the first one stands, and is counted once."""
+        outcome had been recorded meanwhile: the first one stands, and is counted once.
+        `content_key` (the fetched bytes' hash) also remembers the output for the request,
+        in the same commit, so that the same bytes under another URL are not stored again."""
+        ...
+
+    def record_copy(
+        self, attempt: Attempt, request_id: str, image_id: str, *, output: StoredOutput
+    ) -> Recorded | None:
+        """Record as done with another slot's output (the same image, or the same bytes),
+        like record_done."""
+        ...
+
+    def claim_content(
+        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
+    ) -> ContentClaim:
+        """Before compressing: the output already stored for these bytes within the request,
+        or the right to produce it (a lease until `until`, taken over when it expired), or
+        neither while another holder's lease is live. record_done with the same key stores
+        the output under it."""
+        ...
+
+    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
+        """Give up a claim that produced nothing (the compression failed), if still ours."""
         ...
 
     def record_failed(
@@ -315,6 +340,10 @@ class WebhookTransport(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait a moment within a use case (a fake clock just moves on)."""
+        ...
 
 
 class UrlGuard(Protocol):

@@ -29,6 +29,7 @@ from shared.domain.messages import (
 )
 from shared.domain.model import (
     CompressedImage,
+    ContentClaim,
     DeliveryAttempt,
     DeliverySeries,
     DeliveryState,
@@ -40,6 +41,7 @@ from shared.domain.model import (
     Recorded,
     RequestRecord,
     RequestStatus,
+    StoredOutput,
     Tally,
     UploadKey,
     WebhookDelivery,
@@ -61,6 +63,9 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.moment += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
 
 
 class UpdateTimes:
@@ -228,6 +233,8 @@ class FakeImages:
         tallies: FakeTallies | None = None,
     ) -> None:
         self.records: dict[tuple[str, str], ImageRecord] = {}
+        self.contents: dict[tuple[str, str], StoredOutput] = {}
+        self.content_claims: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._clock = clock
         self._times = times or UpdateTimes()
         self.tallies = tallies or FakeTallies()
@@ -259,6 +266,7 @@ class FakeImages:
                         input_url=job.url,
                         state=ImageState.PENDING,
                         shard=job.shard,
+                        same_as=job.same_as,
                     )
                 )
             out.append(self.records[key])
@@ -335,11 +343,9 @@ class FakeImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
+        content_key: str | None = None,
     ) -> Recorded | None:
-        return self._settle(
-            attempt,
-            (request_id, image_id),
-            state=ImageState.DONE,
+        output = StoredOutput(
             output_url=output_url,
             output_path=output_path,
             source_format=image.source_format,
@@ -350,10 +356,49 @@ class FakeImages:
             output_quality=image.output_quality,
             output_format=image.output_format,
             output_bytes=len(image.data),
+        )
+        recorded = self._settle_done(attempt, (request_id, image_id), output)
+        if recorded is not None and content_key is not None:
+            self.contents[(request_id, content_key)] = output  # in the same commit
+        return recorded
+
+    @atomic
+    def record_copy(
+        self, attempt: Attempt, request_id: str, image_id: str, *, output: StoredOutput
+    ) -> Recorded | None:
+        return self._settle_done(attempt, (request_id, image_id), output)
+
+    def _settle_done(
+        self, attempt: Attempt, key: tuple[str, str], output: StoredOutput
+    ) -> Recorded | None:
+        return self._settle(
+            attempt,
+            key,
+            state=ImageState.DONE,
+            **dataclasses.asdict(output),
             error_code=None,
             error_message=None,
             retry_at=None,
         )
+
+    @atomic
+    def claim_content(
+        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
+    ) -> ContentClaim:
+        key = (request_id, content_key)
+        if key in self.contents:
+            return ContentClaim(output=self.contents[key])
+        claim = self.content_claims.get(key)
+        if claim is not None and claim[0] != holder and claim[1] > now:
+            return ContentClaim()
+        self.content_claims[key] = (holder, until)
+        return ContentClaim(mine=True)
+
+    @atomic
+    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
+        key = (request_id, content_key)
+        if self.content_claims.get(key, ("",))[0] == holder:
+            del self.content_claims[key]
 
     @atomic
     def record_failed(

@@ -59,7 +59,10 @@ class MaterializeSlice:
             "slice": {
                 "request_id": s.request_id,
                 "index": s.index,
-                "jobs": [[j.image_id, j.row, j.position, j.serial, j.url, j.shard] for j in s.jobs],
+                "jobs": [
+                    [j.image_id, j.row, j.position, j.serial, j.url, j.shard, j.same_as]
+                    for j in s.jobs
+                ],
             }
         }
         return fields | ({"round": self.round} if self.round else {})
@@ -77,8 +80,9 @@ class MaterializeSlice:
                 serial=str(serial),
                 url=str(url),
                 shard=int(shard),
+                same_as=str(same_as) if same_as else None,
             )
-            for image_id, row, position, serial, url, shard in raw["jobs"]
+            for image_id, row, position, serial, url, shard, same_as in raw["jobs"]
         )
         slice_ = ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs)
         return cls(slice_, int(fields.get("round", 0)))

@@ -64,6 +64,9 @@ class ImageJob:
     serial: str
     url: str
     shard: int = 0  # its tally (shared.domain.tally)
+    # The first slot of the request that names the same image (shared.domain.same_image):
+    # this one copies its outcome instead of fetching it again.
+    same_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class ImageRecord:
     input_url: str
     state: ImageState
     shard: int = 0
+    same_as: str | None = None
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None
@@ -123,6 +127,50 @@ class ImageRecord:
     # The store's marker of this version of the record (Firestore: its update time), used as
     # a precondition so that duplicated tasks never overwrite each other's outcome.
     version: object | None = field(default=None, compare=False)
+
+    def stored_output(self) -> StoredOutput | None:
+        """What this image's compression left in storage, when it is done."""
+        if self.state is not ImageState.DONE or not self.output_url or not self.output_path:
+            return None
+        return StoredOutput(
+            output_url=self.output_url,
+            output_path=self.output_path,
+            source_format=self.source_format or "",
+            source_bytes=self.source_bytes or 0,
+            width=self.width or 0,
+            height=self.height or 0,
+            source_quality=self.source_quality or 0,
+            output_quality=self.output_quality or 0,
+            output_format=self.output_format or "",
+            output_bytes=self.output_bytes or 0,
+        )
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """A compressed image in storage and the facts about it: what a slot that names the same
+    image (or the same bytes) copies instead of doing the work again."""
+
+    output_url: str
+    output_path: str
+    source_format: str
+    source_bytes: int
+    width: int
+    height: int
+    source_quality: int
+    output_quality: int
+    output_format: str
+    output_bytes: int
+
+
+@dataclass(frozen=True)
+class ContentClaim:
+    """What asking to store the output of some bytes found (shared.domain.same_image): stored
+    already (`output`: copy it), or this caller's to do (`mine`), or neither: another process
+    is compressing the same bytes right now."""
+
+    output: StoredOutput | None = None
+    mine: bool = False
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,8 @@ def _image_body(image: ImageRecord) -> dict[str, Any]:
         "serial_number": image.serial,
         "input_url": image.input_url,
         "state": image.state.value,
+        # The slot whose image this one shares (the same URL): its outcome was copied.
+        "same_as": image.same_as,
         "attempts": image.attempts,
         "output_url": image.output_url,
         "output_url_expires_at": _expiry(image.output_url),

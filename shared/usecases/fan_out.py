@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from shared.domain.csv_table import ProductTable
 from shared.domain.messages import MaterializeSlice, ProcessImage
 from shared.domain.model import ImageJob, ImageSlice, ImageState, image_id
+from shared.domain.same_image import image_key
 from shared.domain.tally import shard_count, shard_of
 from shared.usecases.services import Services
 
@@ -20,8 +21,8 @@ from shared.usecases.services import Services
 SLICE_JOBS = 500
 # ... and a task body well below Cloud Tasks' 1 MB limit whatever the URL lengths.
 SLICE_BYTES = 256 * 1024
-# Rough JSON overhead of one job besides its URL and serial.
-JOB_OVERHEAD = 40
+# Rough JSON overhead of one job besides its URL and serial (ids, numbers, quotes).
+JOB_OVERHEAD = 56
 
 
 def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
@@ -30,21 +31,25 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
     index = 0
     shards = shard_count(table.url_count)
     ordinal = 0
+    first_of: dict[str, str] = {}  # image key -> the first slot that names it
     for row in table.rows:
         for position, url in enumerate(row.urls):
             job_size = len(url) + len(row.serial) + JOB_OVERHEAD
             if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
                 yield ImageSlice(request_id, index, tuple(jobs))
                 jobs, size, index = [], 0, index + 1
+            slot = image_id(row.index, position)
+            first = first_of.setdefault(image_key(url), slot)
             jobs.append(
                 ImageJob(
                     request_id=request_id,
-                    image_id=image_id(row.index, position),
+                    image_id=slot,
                     row=row.index,
                     position=position,
                     serial=row.serial,
                     url=url,
                     shard=shard_of(ordinal, shards),
+                    same_as=first if first != slot else None,
                 )
             )
             size += job_size

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.model import ImageRecord, ImageState, Recorded
+from shared.domain.same_image import content_key
 from shared.ports import Attempt
 from shared.usecases.services import Services
 
@@ -28,6 +29,14 @@ RETRY_CAP = 300.0
 # stays there (plus jitter, so that the tasks turned away together do not return together).
 SLOT_WAIT = 2.0
 BUSY_RETRY = 5.0
+# How long a slot that names the same image as another waits before it looks again.
+FOLLOW_WAIT = 3.0
+# How long a claim to compress some bytes holds before another may take it over (its holder
+# died): well above the compression of the largest picture.
+CONTENT_LEASE = 120.0
+# How often, and how many times, a task looks whether such a claim has produced its output.
+CONTENT_POLL = 0.25
+CONTENT_POLLS = 40
 
 
 def retry_delay(attempt: int, hint: float | None) -> float:
@@ -67,6 +76,9 @@ def process_image(
             # finaliser again, in case the first telling was lost with its worker.
             services.events.shard_settled(request_id, record.shard)
             return record.state
+        if record.same_as is not None:
+            # Another slot names the same image: it does the work, this one copies it.
+            return _follow(services, record)
         if record.attempts >= services.settings.image_max_attempts:
             # Every counted attempt ended without an outcome: each time, the process working
             # on it died (an image that crashes its decoder, a worker killed for memory).
@@ -76,6 +88,43 @@ def process_image(
             return state
         # The image changed between our read and our first write: read it again.
     raise RuntimeError(f"image {request_id}/{image_id} kept changing under its task")
+
+
+def _follow(services: Services, record: ImageRecord) -> ImageState:
+    """Copy the outcome of the slot that names the same image, once it has one. Waiting costs
+    no attempt: nothing was tried, so a slow original never runs its copies out of attempts."""
+    first = services.images.get(record.request_id, record.same_as or "")
+    if first is None or not first.state.terminal:
+        raise RetryLater(f"waiting for {record.same_as}, the same image", after_seconds=FOLLOW_WAIT)
+    attempt = Attempt(record.attempts, record.version, record.shard)
+    output = first.stored_output()
+    if output is not None:
+        recorded = services.images.record_copy(
+            attempt, record.request_id, record.image_id, output=output
+        )
+        state = ImageState.DONE
+    else:
+        recorded = services.images.record_failed(
+            attempt,
+            record.request_id,
+            record.image_id,
+            code=first.error_code or ErrorCode.INTERNAL.value,
+            message=f"the same image as {_slot(first)}: {first.error_message or 'failed'}",
+        )
+        state = ImageState.FAILED
+    if recorded is None:
+        return _state_now(services, record)  # recorded meanwhile by another copy of this task
+    _tell_finaliser(services, record, recorded)
+    return state
+
+
+def _slot(record: ImageRecord) -> str:
+    return f"row {record.row + 1}, URL {record.position + 1}"
+
+
+def _state_now(services: Services, record: ImageRecord) -> ImageState:
+    now = services.images.get(record.request_id, record.image_id)
+    return now.state if now is not None else ImageState.FAILED
 
 
 def _give_up(services: Services, record: ImageRecord) -> ImageState:
@@ -123,19 +172,10 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
             fetched = services.fetcher.fetch(record.input_url)
         finally:
             slot.release()
-        compressed = services.codec.compress(fetched.data)
-        path = output_image_path(record, compressed.extension)
-        url = services.blobs.put_output(path, compressed.data, compressed.content_type)
-        recorded = services.images.record_done(
-            attempt,
-            request_id,
-            image_id,
-            output_url=url,
-            output_path=path,
-            image=compressed,
-            source_bytes=len(fetched.data),
-        )
+        recorded = _store_once(services, record, attempt, fetched.data)
         state = ImageState.DONE
+    except RetryLater:
+        raise
     except ImageFailure as failure:
         if failure.transient:
             state, recorded = _retry_or_fail(
@@ -170,6 +210,51 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
         )
     _tell_finaliser(services, record, recorded)
     return state
+
+
+def _store_once(
+    services: Services, record: ImageRecord, attempt: Attempt, data: bytes
+) -> Recorded | None:
+    """Compress and store the fetched bytes, unless the same bytes were stored for another
+    slot of the request: then copy that output. Raises RetryLater while another process is
+    compressing the same bytes right now (its lease ends the wait if it died)."""
+    request_id, image_id = record.request_id, record.image_id
+    key = content_key(data)
+    holder = uuid.uuid4().hex
+    # Another slot compressing the same bytes right now is usually done in a moment: wait
+    # here for it rather than fetch again later.
+    for _ in range(CONTENT_POLLS):
+        now = services.clock.now()
+        claim = services.images.claim_content(
+            request_id, key, holder=holder, until=now + timedelta(seconds=CONTENT_LEASE), now=now
+        )
+        if claim.output is not None:
+            output = claim.output
+            return services.images.record_copy(attempt, request_id, image_id, output=output)
+        if claim.mine:
+            break
+        services.clock.sleep(CONTENT_POLL)
+    else:
+        raise RetryLater(
+            "the same bytes are being stored for another slot", after_seconds=FOLLOW_WAIT
+        )
+    try:
+        compressed = services.codec.compress(data)
+        path = output_image_path(record, compressed.extension)
+        url = services.blobs.put_output(path, compressed.data, compressed.content_type)
+        return services.images.record_done(
+            attempt,
+            request_id,
+            image_id,
+            output_url=url,
+            output_path=path,
+            image=compressed,
+            source_bytes=len(data),
+            content_key=key,
+        )
+    except BaseException:
+        services.images.release_content(request_id, key, holder=holder)
+        raise
 
 
 def _retry_or_fail(

@@ -301,3 +301,37 @@ def test_an_upload_retried_with_its_idempotency_key_is_one_request(
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     status = wait_until_finished(base_url, first.json()["request_id"])
     assert status["progress"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}
+
+
+def test_repeated_images_are_fetched_and_stored_once_and_fill_every_slot(base_url: str) -> None:
+    logo = sample_images.transparent_png(160, 90, seed=11)
+    photo = sample_images.photo_jpeg(400, 300, 85, seed=12)
+    files = {
+        "/logo.png": (logo, "image/png"),
+        "/mirror/logo.png": (logo, "image/png"),  # the same bytes under another URL
+        "/photo.jpg": (photo, "image/jpeg"),
+    }
+    with ImageHost(files) as host:
+        rows = [
+            f'1,Chair,"{host.url("/photo.jpg")},{host.url("/logo.png")}"',
+            f"2,Desk,{host.url('/logo.png')}#brand",  # the same URL, but for its fragment
+            f"3,Lamp,{host.url('/mirror/logo.png')}",
+            f'4,Sofa,"{host.url("/logo.png")},{host.url("/photo.jpg")}"',
+        ]
+        csv_bytes = ("Serial Number,Product Name,Input Image Urls\n" + "\n".join(rows)).encode()
+        request_id = upload(base_url, csv_bytes).json()["request_id"]
+        status = wait_until_finished(base_url, request_id)
+        hits = dict(host.hits)
+    assert status["progress"] == {"total": 6, "done": 6, "failed": 0, "pending": 0}
+    # Each URL once; the mirror too (a different URL), but its bytes were not stored again.
+    assert hits == {"/photo.jpg": 1, "/logo.png": 1, "/mirror/logo.png": 1}
+    images = {(i["row"], i["position"]): i for i in details(base_url, request_id)["images"]}
+    logo_url = images[(1, 2)]["output_url"]
+    assert {images[k]["output_url"] for k in [(2, 1), (3, 1), (4, 1)]} == {logo_url}
+    assert images[(4, 2)]["output_url"] == images[(1, 1)]["output_url"]
+    assert images[(2, 1)]["same_as"] == images[(1, 2)]["id"]
+    assert images[(3, 1)]["same_as"] is None  # another URL: the same bytes, found by their hash
+    rows_out = read_csv(status["csv_url"])
+    assert rows_out[2][-1] == logo_url and rows_out[3][-1] == logo_url
+    assert rows_out[4][-1] == f"{logo_url},{images[(1, 1)]['output_url']}"
+    assert requests.get(logo_url, timeout=10).content[:4] == b"RIFF"  # kept its alpha: WebP

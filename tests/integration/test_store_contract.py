@@ -480,3 +480,73 @@ def test_a_key_is_replaced_or_released_only_as_read(stores: Stores) -> None:
     assert stored is not None and (stored.state, stored.total_images) == ("done", 2)
     stores.upload_keys.release(done)
     assert stores.upload_keys.get(held.key_id) is None
+
+
+# ---- repeated images ---------------------------------------------------------------------------
+
+
+def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
+    stores: Stores,
+) -> None:
+    request_id = new_request(stores, 2)
+    first_job, second_job = jobs(request_id, 2)
+    stores.images.create_missing([first_job, second_job])
+    now = datetime.now(UTC)
+    lease = now + timedelta(seconds=60)
+    key = "ab" * 32
+    claim = stores.images.claim_content(request_id, key, holder="one", until=lease, now=now)
+    assert claim.mine and claim.output is None
+    # Another process with the same bytes, while the first compresses: neither copy nor claim.
+    busy = stores.images.claim_content(request_id, key, holder="two", until=lease, now=now)
+    assert not busy.mine and busy.output is None
+    attempt = begin(stores, request_id, first_job.image_id)
+    assert stores.images.record_done(
+        attempt, request_id, first_job.image_id, output_url="u", output_path="p", image=JPEG,
+        source_bytes=7, content_key=key,
+    ) is not None  # fmt: skip
+    known = stores.images.claim_content(request_id, key, holder="two", until=lease, now=now)
+    assert known.output is not None and not known.mine
+    assert (known.output.output_url, known.output.output_path) == ("u", "p")
+    assert (known.output.source_bytes, known.output.output_bytes) == (7, len(JPEG.data))
+    other = new_request(stores, 1)
+    assert stores.images.claim_content(other, key, holder="x", until=lease, now=now).mine
+    copied = stores.images.record_copy(
+        begin(stores, request_id, second_job.image_id), request_id, second_job.image_id,
+        output=known.output,
+    )  # fmt: skip
+    assert copied is not None
+    second = read(stores, request_id, second_job.image_id)
+    assert (second.state, second.output_url, second.source_bytes) == (ImageState.DONE, "u", 7)
+    tally = stores.images.tally(request_id)
+    assert (tally.done, tally.source_bytes, tally.unsettled_shards) == (2, 14, 0)
+    # A copy onto a slot that has its outcome already is dropped, as any stale write.
+    again = stores.images.record_copy(
+        Attempt(1, None, second_job.shard), request_id, second_job.image_id, output=known.output
+    )
+    assert again is None and stores.images.tally(request_id).done == 2
+
+
+def test_a_claim_on_some_bytes_is_released_or_taken_over_when_its_lease_ends(
+    stores: Stores,
+) -> None:
+    request_id = new_request(stores, 1)
+    now = datetime.now(UTC)
+    key = "cd" * 32
+    soon = now + timedelta(seconds=30)
+    assert stores.images.claim_content(request_id, key, holder="a", until=soon, now=now).mine
+    stores.images.release_content(request_id, key, holder="b")  # not b's: nothing happens
+    assert not stores.images.claim_content(request_id, key, holder="b", until=soon, now=now).mine
+    stores.images.release_content(request_id, key, holder="a")  # a's compression failed
+    assert stores.images.claim_content(request_id, key, holder="b", until=soon, now=now).mine
+    later = now + timedelta(seconds=31)  # b died holding it
+    taken = stores.images.claim_content(request_id, key, holder="c", until=later, now=later)
+    assert taken.mine
+
+
+def test_a_repeat_remembers_which_slot_it_repeats(stores: Stores) -> None:
+    request_id = new_request(stores, 2)
+    first_job, second_job = jobs(request_id, 2)
+    repeat = dataclasses.replace(second_job, same_as=first_job.image_id)
+    stores.images.create_missing([first_job, repeat])
+    assert read(stores, request_id, repeat.image_id).same_as == first_job.image_id
+    assert read(stores, request_id, first_job.image_id).same_as is None

@@ -55,7 +55,7 @@ PORTS = (
 )
 
 
-KINDS = ["good", "broken", "gone", "flaky", "slow", "unstable", "poison"]
+KINDS = ["good", "twin", "same", "broken", "gone", "flaky", "slow", "unstable", "poison"]
 
 
 class Crash(BaseException):
@@ -266,12 +266,17 @@ class PipelineModel(RuleBasedStateMachine):
     def upload(self, rows: list[list[str]], webhook: bool) -> None:
         lines = ["Serial Number,Product Name,Input Image Urls"]
         n = len(self.requests)
+        first: str | None = None
         for row_index, kinds in enumerate(rows):
             urls = []
             for position, kind in enumerate(kinds):
+                if kind == "same" and first is not None:
+                    urls.append(first)  # the request's first image again
+                    continue
                 url = f"https://img.test/{n}/{row_index}/{position}/{kind}.jpg"
+                first = first or url
                 urls.append(url)
-                self.world.fetcher.answers[url] = _answer(kind)
+                self.world.fetcher.answers[url] = _answer(kind, url)
             lines.append(f'{row_index + 1},Item {row_index},"{",".join(urls)}"')
         accepted = accept_upload(
             self.services,
@@ -465,17 +470,20 @@ class PipelineModel(RuleBasedStateMachine):
             assert message_id in self.receiver.ids
 
 
-def _answer(kind: str) -> object:
+def _answer(kind: str, url: str) -> object:
     transient = ImageFailure(ErrorCode.UPSTREAM_ERROR, "HTTP 503", transient=True)
     gone = ImageFailure(ErrorCode.HTTP_ERROR, "HTTP 404")
+    photo = b"photo " + url.encode()  # each URL its own bytes...
     return {
-        "good": b"photo",
+        "good": photo,
+        "twin": b"the same photo",  # ...but these: the same bytes under different URLs
+        "same": photo,  # the first of a request: a good one
         "broken": b"broken",  # the fake codec refuses it: corrupt_image
         "gone": None,  # 404
-        "flaky": [transient, b"photo"],
-        "slow": [transient, transient, transient, transient, b"photo"],
+        "flaky": [transient, photo],
+        "slow": [transient, transient, transient, transient, photo],
         # Good once, then gone: a stale second attempt would record another outcome.
-        "unstable": [b"photo", gone],
+        "unstable": [photo, gone],
         # Kills the process that fetches it, every time.
         "poison": Crash(),
     }[kind]

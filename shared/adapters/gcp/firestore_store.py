@@ -16,6 +16,7 @@ guidance whatever the size of the request, and lets the status and the finaliser
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.domain.model import (
     CompressedImage,
+    ContentClaim,
     DeliveryAttempt,
     DeliverySeries,
     DeliveryState,
@@ -37,6 +39,7 @@ from shared.domain.model import (
     Recorded,
     RequestRecord,
     RequestStatus,
+    StoredOutput,
     Tally,
     WebhookDelivery,
 )
@@ -47,6 +50,8 @@ REQUESTS = "requests"
 IMAGES = "images"
 NOTIFICATIONS = "notifications"
 TALLY = "tally"
+CONTENTS = "contents"  # outputs by the SHA-256 of their fetched bytes, per request
+DONE = "done"
 LEFT = "left"  # a tally's images not yet settled
 WEBHOOK_DOC = "webhook"
 # Firestore refuses more than 500 writes in one commit.
@@ -92,6 +97,7 @@ def _image_from(data: dict[str, Any], version: object | None = None) -> ImageRec
         input_url=data["input_url"],
         state=ImageState(data["state"]),
         shard=data.get("shard", 0),
+        same_as=data.get("same_as"),
         attempts=data.get("attempts", 0),
         error_code=data.get("error_code"),
         error_message=data.get("error_message"),
@@ -143,6 +149,10 @@ def _delivery_from(data: dict[str, Any], version: object | None = None) -> Webho
         version=version,
         earlier_series=tuple(_series_from(s) for s in data.get("earlier_series", [])),
     )
+
+
+def _stored_output_from(data: dict[str, Any]) -> StoredOutput:
+    return StoredOutput(**{f.name: data[f.name] for f in dataclasses.fields(StoredOutput)})
 
 
 def _precondition(db: Any, version: object | None) -> Any:
@@ -353,6 +363,7 @@ class FirestoreImages:
                     "serial": job.serial,
                     "input_url": job.url,
                     "shard": job.shard,
+                    "same_as": job.same_as,
                     "state": ImageState.PENDING.value,
                     "attempts": 0,
                     "created_at": now,
@@ -406,6 +417,8 @@ class FirestoreImages:
         image_id: str,
         fields: dict[str, Any],
         tally: dict[str, Any] | None,
+        *,
+        also: tuple[Any, dict[str, Any]] | None = None,
     ) -> list[Any] | None:
         """Write what an attempt found, on condition that the image is as the attempt last
         saw it; when someone wrote meanwhile, read again: an image that is no longer pending
@@ -424,6 +437,8 @@ class FirestoreImages:
                 batch.update(ref, values, option=_precondition(self._db, version))
                 if tally is not None:
                     batch.update(self._tally_ref(request_id, attempt.shard), tally)
+                if also is not None:
+                    batch.set(*also)
                 try:
                     return list(batch.commit())
                 except gexc.FailedPrecondition:
@@ -443,11 +458,13 @@ class FirestoreImages:
         image_id: str,
         fields: dict[str, Any],
         counts: dict[str, int],
+        *,
+        also: tuple[Any, dict[str, Any]] | None = None,
     ) -> Recorded | None:
         tally: dict[str, Any] = {name: firestore.Increment(n) for name, n in counts.items()}
         tally[LEFT] = firestore.Increment(-1)
         tally["updated_at"] = self._clock.now()
-        results = self._record(attempt, request_id, image_id, fields, tally)
+        results = self._record(attempt, request_id, image_id, fields, tally, also=also)
         if results is None:
             return None
         # Transform results come in the order of their field paths (the client sorts them).
@@ -464,30 +481,97 @@ class FirestoreImages:
         output_path: str,
         image: CompressedImage,
         source_bytes: int,
+        content_key: str | None = None,
     ) -> Recorded | None:
-        return self._settle(
-            attempt,
-            request_id,
-            image_id,
-            {
-                "state": ImageState.DONE.value,
-                "output_url": output_url,
-                "output_path": output_path,
-                "source_format": image.source_format,
-                "source_bytes": source_bytes,
-                "width": image.width,
-                "height": image.height,
-                "source_quality": image.source_quality,
-                "output_quality": image.output_quality,
-                "output_format": image.output_format,
-                "output_bytes": len(image.data),
-                "animated": image.animated,
-                "error_code": None,
-                "error_message": None,
-                "retry_at": None,
-            },
-            {"done": 1, "source_bytes": source_bytes, "output_bytes": len(image.data)},
+        output = StoredOutput(
+            output_url=output_url,
+            output_path=output_path,
+            source_format=image.source_format,
+            source_bytes=source_bytes,
+            width=image.width,
+            height=image.height,
+            source_quality=image.source_quality,
+            output_quality=image.output_quality,
+            output_format=image.output_format,
+            output_bytes=len(image.data),
         )
+        also = None
+        if content_key is not None:
+            stored = {"state": DONE, **dataclasses.asdict(output)}
+            also = (self._content_ref(request_id, content_key), stored)
+        return self._settle_done(attempt, request_id, image_id, output, also=also)
+
+    def record_copy(
+        self, attempt: Attempt, request_id: str, image_id: str, *, output: StoredOutput
+    ) -> Recorded | None:
+        return self._settle_done(attempt, request_id, image_id, output, also=None)
+
+    def _settle_done(
+        self,
+        attempt: Attempt,
+        request_id: str,
+        image_id: str,
+        output: StoredOutput,
+        *,
+        also: tuple[Any, dict[str, Any]] | None,
+    ) -> Recorded | None:
+        fields = {
+            "state": ImageState.DONE.value,
+            **dataclasses.asdict(output),
+            "error_code": None,
+            "error_message": None,
+            "retry_at": None,
+        }
+        counts = {
+            "done": 1,
+            "source_bytes": output.source_bytes,
+            "output_bytes": output.output_bytes,
+        }
+        return self._settle(attempt, request_id, image_id, fields, counts, also=also)
+
+    def _content_ref(self, request_id: str, content_key: str) -> Any:
+        return (
+            self._db.collection(REQUESTS)
+            .document(request_id)
+            .collection(CONTENTS)
+            .document(content_key)
+        )
+
+    def claim_content(
+        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
+    ) -> ContentClaim:
+        ref = self._content_ref(request_id, content_key)
+        for _ in range(8):
+            try:
+                ref.create({"state": "working", "holder": holder, "until": until})
+                return ContentClaim(mine=True)
+            except gexc.Conflict:
+                pass
+            snap = ref.get()
+            if not snap.exists:
+                continue  # released meanwhile: claim it
+            data = snap.to_dict() or {}
+            if data.get("state") == DONE:
+                return ContentClaim(output=_stored_output_from(data))
+            if data.get("until") is not None and data["until"] > now:
+                return ContentClaim()  # someone is compressing the same bytes right now
+            try:  # their lease ran out (they died): take it over, if nobody else did
+                ref.update(
+                    {"holder": holder, "until": until},
+                    option=_precondition(self._db, snap.update_time),
+                )
+                return ContentClaim(mine=True)
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                continue
+        return ContentClaim()
+
+    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
+        ref = self._content_ref(request_id, content_key)
+        snap = ref.get()
+        if not snap.exists or (snap.to_dict() or {}).get("holder") != holder:
+            return
+        with contextlib.suppress(gexc.FailedPrecondition, gexc.NotFound):
+            ref.delete(option=_precondition(self._db, snap.update_time))
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str

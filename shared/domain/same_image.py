@@ -1,0 +1,54 @@
+"""When two slots of a request name the same image, and when two images are the same bytes.
+
+A catalogue repeats itself: a brand's logo on every row, one photograph for several variants.
+Within a request, slots whose URLs are the same once normalised share one fetch and one
+compression: the first slot does the work and the others copy its outcome. Only what cannot
+change which resource a server returns is normalised (RFC 3986, section 6.2.2): the case of
+the scheme and host, a trailing dot on the host, the default port, the case of percent-escapes
+and escapes of unreserved characters, an empty path, and the fragment, which is never sent.
+The path's case and the query are kept as written: servers may tell them apart.
+
+Different URLs whose bytes turn out identical are compressed and stored once too, found by a
+SHA-256 of the fetched bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import urlsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normal_escapes(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
+
+    return _ESCAPE.sub(one, text)
+
+
+def image_key(url: str) -> str:
+    """The identity of the image a URL names, for telling repeated slots apart. A URL too
+    broken to parse is its own key (it will fail on its own)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    path = _normal_escapes(parts.path) or "/"
+    query = f"?{_normal_escapes(parts.query)}" if parts.query else ""
+    return f"{scheme}://{netloc}{path}{query}"
+
+
+def content_key(data: bytes) -> str:
+    """The identity of fetched bytes."""
+    return hashlib.sha256(data).hexdigest()

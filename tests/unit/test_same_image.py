@@ -1,0 +1,159 @@
+"""Repeated images done once: a URL repeated in a request is fetched and compressed once, and
+the same bytes under different URLs are stored once."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from shared.domain.errors import RetryLater
+from shared.domain.model import ImageState
+from shared.domain.same_image import image_key
+from shared.usecases.accept_upload import accept_upload
+from shared.usecases.fan_out import materialize_slice
+from shared.usecases.process_image import process_image
+from tests.fakes import FakeCodec, FakeWorld, run_queue
+from tests.unit.test_use_cases import world
+
+HEADER = b"Serial Number,Product Name,Input Image Urls\r\n"
+
+
+class CountingCodec(FakeCodec):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def compress(self, data: bytes):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return super().compress(data)
+
+
+def counted_world() -> tuple[FakeWorld, CountingCodec]:
+    w = world()
+    codec = CountingCodec()
+    w.services.codec = codec
+    return w, codec
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://img.test/a.jpg", "HTTPS://IMG.TEST/a.jpg"),
+        ("https://img.test/a.jpg", "https://img.test:443/a.jpg"),
+        ("http://img.test/a.jpg", "http://img.test:80/a.jpg"),
+        ("https://img.test/a.jpg", "https://img.test./a.jpg"),
+        ("https://img.test/a.jpg", "https://img.test/a.jpg#front"),
+        ("https://img.test/%7Euser/a.jpg", "https://img.test/~user/a.jpg"),
+        ("https://img.test/a%2fb.jpg", "https://img.test/a%2Fb.jpg"),
+        ("https://img.test", "https://img.test/"),
+        ("http://[::1]:8080/a.jpg", "http://[::1]:8080/a.jpg"),
+    ],
+)
+def test_urls_that_name_the_same_image_share_a_key(a: str, b: str) -> None:
+    assert image_key(a) == image_key(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://img.test/a.jpg", "https://img.test/A.jpg"),  # paths may be case-sensitive
+        ("https://img.test/a.jpg?x=1&y=2", "https://img.test/a.jpg?y=2&x=1"),  # query as written
+        ("https://img.test/a.jpg", "http://img.test/a.jpg"),
+        ("https://img.test/a.jpg", "https://img.test:8443/a.jpg"),
+        ("https://img.test/a%2Fb.jpg", "https://img.test/a/b.jpg"),  # an escaped slash is not one
+    ],
+)
+def test_urls_that_may_name_different_images_do_not(a: str, b: str) -> None:
+    assert image_key(a) != image_key(b)
+
+
+def test_a_repeated_url_is_fetched_and_compressed_once_and_every_slot_gets_its_output() -> None:
+    w, codec = counted_world()
+    csv_bytes = HEADER + (
+        b'1,Chair,"https://img.test/a.jpg,https://img.test/b.jpg"\r\n'
+        b"2,Desk,HTTPS://IMG.TEST/a.jpg\r\n"
+        b'3,Lamp,"https://img.test/b.jpg#side,https://img.test/a.jpg"\r\n'
+    )
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    run_queue(w)
+    assert sorted(w.fetcher.calls) == ["https://img.test/a.jpg", "https://img.test/b.jpg"]
+    assert codec.calls == 2
+    assert len([p for p in w.blobs.outputs if not p.endswith(".csv")]) == 2
+    images = {i.image_id: i for i in w.images.iterate(request_id)}
+    a, b = images["0000000-00"], images["0000000-01"]
+    assert a.same_as is None and b.same_as is None
+    assert images["0000001-00"].same_as == a.image_id
+    assert images["0000002-00"].same_as == b.image_id
+    assert images["0000002-01"].same_as == a.image_id
+    for copy, first in [("0000001-00", a), ("0000002-00", b), ("0000002-01", a)]:
+        assert images[copy].state is ImageState.DONE
+        assert images[copy].output_url == first.output_url
+        assert images[copy].output_bytes == first.output_bytes
+    data, _ = w.blobs.outputs[f"outputs/{request_id}/output.csv"]
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[2][-1] == a.output_url
+    assert rows[3][-1] == f"{b.output_url},{a.output_url}"
+    record = w.requests.get(request_id)
+    assert record is not None and record.final_progress is not None
+    assert record.final_progress.done == 5  # every slot counts
+
+
+def test_when_the_first_slot_fails_the_repeats_fail_with_it_and_say_why() -> None:
+    w = world()
+    csv_bytes = (
+        HEADER + b"1,Chair,https://img.test/gone.jpg\r\n2,Desk,https://img.test/gone.jpg\r\n"
+    )
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    run_queue(w)
+    assert w.fetcher.calls == ["https://img.test/gone.jpg"]
+    copy = w.images.get(request_id, "0000001-00")
+    assert copy is not None and copy.state is ImageState.FAILED
+    assert copy.error_code == "http_error"
+    assert copy.error_message is not None and "the same image as row 1, URL 1" in copy.error_message
+
+
+def test_a_repeat_waits_for_its_first_slot_without_using_up_attempts() -> None:
+    w = world()
+    csv_bytes = HEADER + b"1,Chair,https://img.test/a.jpg\r\n2,Desk,https://img.test/a.jpg\r\n"
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    for _ in range(10):  # the sweeper's rounds count attempts first for re-driven images
+        with pytest.raises(RetryLater):
+            process_image(w.services, request_id, "0000001-00", count_first=True)
+    waiting = w.images.get(request_id, "0000001-00")
+    assert waiting is not None and waiting.attempts == 0 and waiting.state is ImageState.PENDING
+    assert process_image(w.services, request_id, "0000000-00") is ImageState.DONE
+    assert process_image(w.services, request_id, "0000001-00") is ImageState.DONE
+    assert w.fetcher.calls == ["https://img.test/a.jpg"]
+
+
+def test_the_same_bytes_under_different_urls_are_compressed_and_stored_once() -> None:
+    w, codec = counted_world()
+    for url in ("https://img.test/a.jpg", "https://cdn.test/a-copy.jpg", "https://img.test/b.jpg"):
+        w.fetcher.answers[url] = b"logo" if "b.jpg" not in url else b"other"
+    csv_bytes = HEADER + (
+        b"1,Chair,https://img.test/a.jpg\r\n2,Desk,https://cdn.test/a-copy.jpg\r\n"
+        b"3,Lamp,https://img.test/b.jpg\r\n"
+    )
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    run_queue(w)
+    assert len(w.fetcher.calls) == 3  # different URLs: each is fetched
+    assert codec.calls == 2  # but the repeated bytes are compressed once...
+    stored = [p for p in w.blobs.outputs if not p.endswith(".csv")]
+    assert len(stored) == 2  # ...and stored once
+    first, copy = (w.images.get(request_id, i) for i in ("0000000-00", "0000001-00"))
+    assert first is not None and copy is not None
+    assert copy.state is ImageState.DONE and copy.output_url == first.output_url
+    assert copy.same_as is None  # another URL: not a repeat of the slot, a repeat of its bytes
+
+
+def test_the_same_bytes_in_another_request_are_stored_again() -> None:
+    w, codec = counted_world()
+    csv_bytes = HEADER + b"1,Chair,https://img.test/a.jpg\r\n"
+    first = accept_upload(w.services, csv_bytes).request_id
+    second = accept_upload(w.services, csv_bytes).request_id
+    run_queue(w)
+    assert codec.calls == 2  # each request owns its outputs
+    one, two = (w.images.get(r, "0000000-00") for r in (first, second))
+    assert one is not None and two is not None and one.output_url != two.output_url
