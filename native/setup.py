@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "jpeg_requantize._native",
-            sources=["jpeg_requantize/_native.c"],
+            sources=["jpeg_requantize/_native.c", "jpeg_requantize/requantize.c"],
+            depends=["jpeg_requantize/requantize.h"],
             libraries=["jpeg"],
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
             py_limited_api=True,

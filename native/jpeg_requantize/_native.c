@@ -1,374 +1,17 @@
 /*
- * Re-quantize a JPEG in the DCT domain: read its quantized coefficients with libjpeg-turbo,
- * rescale each one from the source's quantization table to the target table, and write them
- * out again with the target tables. No inverse DCT, no upsampling, no colour conversion, no
- * forward DCT: only entropy decoding, one multiply per coefficient and entropy encoding.
- *
- * The caller decides everything about policy (which tables, whether this file qualifies);
- * this module refuses, with Unsuitable, anything it was not written for, and treats every
- * libjpeg warning as a refusal too, so that a damaged file is never "repaired" silently here
- * and the caller's general path gets to judge it.
+ * Python's view of jpeg_requantize (requantize.c does the work): arguments checked and
+ * copied into a job, the GIL released while libjpeg runs, refusals raised as Unsuitable.
+ * Built against Python's limited API (abi3), so that one binary serves 3.11 and later.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <stdint.h>
-#include <setjmp.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include <jerror.h>
-#include <jpeglib.h>
-
-#define TABLE_ENTRIES DCTSIZE2
-/* Huffman coding of 8-bit JPEGs carries AC values up to 2^10 - 1 and DC differences up to
- * 2^11 - 1, so every coefficient within +-1023 stays encodable. A valid image re-quantized to
- * coarser tables never comes near it; a hostile one is clamped rather than made unwritable. */
-#define MAX_COEFFICIENT 1023
+#include "requantize.h"
 
 static PyObject *Unsuitable;
-
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf escape;
-    char message[JMSG_LENGTH_MAX];
-} error_manager;
-
-static void on_error(j_common_ptr cinfo) {
-    error_manager *errors = (error_manager *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, errors->message);
-    longjmp(errors->escape, 1);
-}
-
-static void on_message(j_common_ptr cinfo, int level) {
-    /* Level -1 is a warning: corrupt entropy data, a premature end of file, a bogus marker.
-     * libjpeg would carry on with grey blocks; we stop at once. Higher levels are traces. */
-    if (level < 0) {
-        on_error(cinfo);
-    }
-}
-
-typedef struct {
-    const unsigned char *source;
-    size_t source_size;
-    unsigned int luminance[TABLE_ENTRIES];
-    unsigned int chrominance[TABLE_ENTRIES];
-    const unsigned char *icc_profile;
-    size_t icc_profile_size;
-    int optimize_huffman;
-    /* Out */
-    unsigned char *output;
-    size_t output_size;
-    char message[JMSG_LENGTH_MAX + 16];
-} job;
-
-enum outcome { DONE = 0, REFUSED = 1 };
-
-static int refuse(job *work, const char *why) {
-    snprintf(work->message, sizeof work->message, "%s", why);
-    return REFUSED;
-}
-
-/* Everything about the frame that this module was not written for. */
-static const char *unsuitable_frame(const struct jpeg_decompress_struct *source) {
-    if (source->data_precision != 8) {
-        return "not an 8-bit JPEG";
-    }
-    if (source->arith_code) {
-        return "arithmetic-coded";
-    }
-    if (source->jpeg_color_space == JCS_GRAYSCALE && source->num_components == 1) {
-        return NULL;
-    }
-    if (source->jpeg_color_space != JCS_YCbCr || source->num_components != 3) {
-        return "neither YCbCr nor greyscale";
-    }
-    /* Chroma at the lowest resolution and luma at most twice it: 4:4:4, 4:2:2, 4:4:0, 4:2:0. */
-    const jpeg_component_info *luma = &source->comp_info[0];
-    if (luma->h_samp_factor > 2 || luma->v_samp_factor > 2) {
-        return "unusual chroma sampling";
-    }
-    for (int ci = 1; ci < 3; ci++) {
-        if (source->comp_info[ci].h_samp_factor != 1 || source->comp_info[ci].v_samp_factor != 1) {
-            return "unusual chroma sampling";
-        }
-    }
-    return NULL;
-}
-
-/* Multipliers are 0.16 fixed point: a coefficient moving to a table entry at least as coarse
- * is scaled by old/new <= 1, which fits 16 bits and lets a 16-bit multiply do the work (eight
- * or sixteen coefficients per instruction). An entry of 1.0 is stored as 65535, which still
- * rounds every coefficient below 32768 back to itself. */
-#define UNIT 65536u
-
-/* |c| * m / 65536, rounded half away from zero: c * old / new for a coarser new table.
- * target_clones compiles it for AVX2 and for plain x86-64, chosen when the module loads. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void scale_down(JCOEF *restrict coefficient, size_t count,
-                       const uint16_t *restrict multiplier) {
-    for (size_t i = 0; i < count; i += DCTSIZE2) {
-        for (int k = 0; k < DCTSIZE2; k++) {
-            int16_t value = coefficient[i + k];
-            uint16_t magnitude = (uint16_t)(value < 0 ? -value : value);
-            uint16_t scaled = (uint16_t)(((uint32_t)magnitude * multiplier[k] + UNIT / 2) >> 16);
-            coefficient[i + k] = (JCOEF)(value < 0 ? -(int16_t)scaled : (int16_t)scaled);
-        }
-    }
-}
-
-/* The general case, for source tables with some entry coarser than the target's (tables not
- * made the IJG way): a float multiply, clamped to what the encoder can write. */
-static void scale_any(JCOEF *coefficient, size_t count, const float *ratio) {
-    for (size_t i = 0; i < count; i += DCTSIZE2) {
-        for (int k = 0; k < DCTSIZE2; k++) {
-            float value = (float)coefficient[i + k] * ratio[k];
-            value = value > MAX_COEFFICIENT    ? MAX_COEFFICIENT
-                    : value < -MAX_COEFFICIENT ? -MAX_COEFFICIENT
-                                               : value;
-            coefficient[i + k] = (JCOEF)(value + (value >= 0.0f ? 0.5f : -0.5f));
-        }
-    }
-}
-
-/* Where the rescaling stands: the coefficient arrays libjpeg allocated for each component,
- * the factors per component, and how many block rows of each are already rescaled. */
-typedef struct {
-    struct jpeg_progress_mgr progress;
-    jvirt_barray_ptr (*request_virt_barray)(j_common_ptr, int, boolean, JDIMENSION, JDIMENSION,
-                                            JDIMENSION);
-    const job *work;
-    jvirt_barray_ptr arrays[MAX_COMPONENTS];
-    int array_count;
-    int prepared[MAX_COMPONENTS];
-    int coarser_everywhere[MAX_COMPONENTS];
-    uint16_t multiplier[MAX_COMPONENTS][DCTSIZE2];
-    float ratio[MAX_COMPONENTS][DCTSIZE2];
-    JDIMENSION rows_done[MAX_COMPONENTS];
-    int rescaled_early;
-} requantizer;
-
-/* libjpeg hands the coefficient arrays out only once the whole file is read; remembering
- * them as they are requested lets the progress hook below reach them while reading. */
-static jvirt_barray_ptr remember_array(j_common_ptr cinfo, int pool_id, boolean pre_zero,
-                                       JDIMENSION blocks_per_row, JDIMENSION number_of_rows,
-                                       JDIMENSION max_rows_accessed) {
-    requantizer *state = (requantizer *)cinfo->client_data;
-    jvirt_barray_ptr array = (*state->request_virt_barray)(cinfo, pool_id, pre_zero,
-                                                           blocks_per_row, number_of_rows,
-                                                           max_rows_accessed);
-    if (state->array_count < MAX_COMPONENTS) {
-        state->arrays[state->array_count] = array;
-    }
-    state->array_count++;
-    return array;
-}
-
-static void prepare_component(requantizer *state, int ci, const JQUANT_TBL *original) {
-    const unsigned int *target = ci == 0 ? state->work->luminance : state->work->chrominance;
-    state->coarser_everywhere[ci] = 1;
-    for (int k = 0; k < DCTSIZE2; k++) {
-        /* Both tables are in natural order in libjpeg's structures. */
-        unsigned int from = original->quantval[k], to = target[k];
-        state->ratio[ci][k] = (float)from / (float)to;
-        if (from > to) {
-            state->coarser_everywhere[ci] = 0;
-        }
-        uint32_t fixed = (from * UNIT + to / 2) / to;
-        state->multiplier[ci][k] = (uint16_t)(fixed >= UNIT ? UNIT - 1 : fixed);
-    }
-    state->prepared[ci] = 1;
-}
-
-/* Rescale the block rows of component `ci` from where it stands up to `rows_ready`. */
-static void rescale_rows(j_decompress_ptr source, requantizer *state, int ci,
-                         JDIMENSION rows_ready) {
-    jpeg_component_info *component = &source->comp_info[ci];
-    if (!state->prepared[ci]) {
-        if (component->quant_table == NULL) {
-            ERREXIT(source, JERR_NO_QUANT_TABLE);
-        }
-        prepare_component(state, ci, component->quant_table);
-    }
-    size_t count = (size_t)component->width_in_blocks * DCTSIZE2;
-    for (JDIMENSION row = state->rows_done[ci]; row < rows_ready; row++) {
-        JBLOCKARRAY rows = (*source->mem->access_virt_barray)(
-            (j_common_ptr)source, state->arrays[ci], row, 1, TRUE);
-        if (state->coarser_everywhere[ci]) {
-            scale_down(rows[0][0], count, state->multiplier[ci]);
-        } else {
-            scale_any(rows[0][0], count, state->ratio[ci]);
-        }
-    }
-    if (rows_ready > state->rows_done[ci]) {
-        state->rows_done[ci] = rows_ready;
-    }
-}
-
-/* Called by jpeg_read_coefficients before each iMCU row it reads. A single interleaved scan
- * (baseline photos) completes each block row once and for all, so it is rescaled while it is
- * still in the cache: one pass over a 24-megapixel image's 72 MB of coefficients costs a
- * third of the whole transcoding if it is left for later. Progressive and multi-scan files
- * refine blocks scan after scan; they are rescaled once everything is read. */
-static void rescale_while_reading(j_common_ptr cinfo) {
-    j_decompress_ptr source = (j_decompress_ptr)cinfo;
-    requantizer *state = (requantizer *)cinfo->client_data;
-    if (source->progressive_mode || source->input_scan_number != 1 ||
-        source->comps_in_scan != source->num_components) {
-        return;
-    }
-    for (int ci = 0; ci < source->num_components; ci++) {
-        jpeg_component_info *component = &source->comp_info[ci];
-        JDIMENSION ready = source->input_iMCU_row * (JDIMENSION)component->v_samp_factor;
-        if (ready > component->height_in_blocks) {
-            ready = component->height_in_blocks;
-        }
-        rescale_rows(source, state, ci, ready);
-        state->rescaled_early = 1;
-    }
-}
-
-/* Output into a buffer this module owns, so that it can be freed whatever libjpeg was doing
- * when an error stopped it (jpeg_mem_dest's buffers cannot be told apart once they grew). */
-typedef struct {
-    struct jpeg_destination_mgr pub;
-    job *work;
-    size_t capacity;
-} growing_destination;
-
-static void start_output(j_compress_ptr cinfo) {
-    growing_destination *destination = (growing_destination *)cinfo->dest;
-    destination->pub.next_output_byte = destination->work->output;
-    destination->pub.free_in_buffer = destination->capacity;
-}
-
-static boolean grow_output(j_compress_ptr cinfo) {
-    growing_destination *destination = (growing_destination *)cinfo->dest;
-    size_t larger = destination->capacity * 2;
-    unsigned char *moved = realloc(destination->work->output, larger);
-    if (moved == NULL) {
-        ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 0);
-    }
-    destination->work->output = moved;
-    /* libjpeg calls this when the whole buffer is full, whatever free_in_buffer said. */
-    destination->pub.next_output_byte = moved + destination->capacity;
-    destination->pub.free_in_buffer = larger - destination->capacity;
-    destination->capacity = larger;
-    return TRUE;
-}
-
-static void finish_output(j_compress_ptr cinfo) {
-    growing_destination *destination = (growing_destination *)cinfo->dest;
-    destination->work->output_size = destination->capacity - destination->pub.free_in_buffer;
-}
-
-static int transcode(job *work) {
-    struct jpeg_decompress_struct source;
-    struct jpeg_compress_struct target;
-    error_manager errors;
-    /* volatile: read after a longjmp back into this frame. */
-    volatile int source_created = 0, target_created = 0;
-    volatile int outcome = DONE;
-
-    memset(&source, 0, sizeof source);
-    memset(&target, 0, sizeof target);
-    source.err = jpeg_std_error(&errors.pub);
-    errors.pub.error_exit = on_error;
-    errors.pub.emit_message = on_message;
-    work->output = NULL;
-    work->output_size = 0;
-
-    if (setjmp(errors.escape)) {
-        snprintf(work->message, sizeof work->message, "libjpeg: %s", errors.message);
-        outcome = REFUSED;
-        goto done;
-    }
-    jpeg_create_decompress(&source);
-    source_created = 1;
-    jpeg_mem_src(&source, work->source, (unsigned long)work->source_size);
-    jpeg_read_header(&source, TRUE);
-    const char *why = unsuitable_frame(&source);
-    if (why != NULL) {
-        outcome = refuse(work, why);
-        goto done;
-    }
-    requantizer state;
-    memset(&state, 0, sizeof state);
-    state.work = work;
-    state.request_virt_barray = source.mem->request_virt_barray;
-    source.mem->request_virt_barray = remember_array;
-    state.progress.progress_monitor = rescale_while_reading;
-    source.client_data = &state;
-    source.progress = &state.progress;
-
-    jvirt_barray_ptr *coefficients = jpeg_read_coefficients(&source);
-    if (state.array_count != source.num_components) {
-        outcome = refuse(work, "unexpected coefficient buffers");
-        goto done;
-    }
-    if (state.rescaled_early && source.input_scan_number != 1) {
-        /* A sequential file that revisited components in a later scan: blocks rescaled early
-         * may have been written again. Rare and malformed; let the general path judge it. */
-        outcome = refuse(work, "components appear in more than one scan");
-        goto done;
-    }
-    for (int ci = 0; ci < source.num_components; ci++) {
-        rescale_rows(&source, &state, ci, source.comp_info[ci].height_in_blocks);
-    }
-
-    target.err = &errors.pub;
-    jpeg_create_compress(&target);
-    target_created = 1;
-    /* Half the quality rarely takes more than a quarter of the source's bytes; grown if not. */
-    growing_destination destination = {
-        .pub = {.init_destination = start_output,
-                .empty_output_buffer = grow_output,
-                .term_destination = finish_output},
-        .work = work,
-        .capacity = work->source_size / 4 + 16384,
-    };
-    work->output = malloc(destination.capacity);
-    if (work->output == NULL) {
-        ERREXIT1(&target, JERR_OUT_OF_MEMORY, 0);
-    }
-    target.dest = &destination.pub;
-    /* Geometry, colour space and sampling factors from the source; jpeg_set_defaults inside:
-     * standard Huffman tables, baseline sequential, a JFIF header. */
-    jpeg_copy_critical_parameters(&source, &target);
-    jpeg_add_quant_table(&target, 0, work->luminance, 100, TRUE);
-    target.comp_info[0].quant_tbl_no = 0;
-    if (target.num_components > 1) {
-        jpeg_add_quant_table(&target, 1, work->chrominance, 100, TRUE);
-        for (int ci = 1; ci < target.num_components; ci++) {
-            target.comp_info[ci].quant_tbl_no = 1;
-        }
-    }
-    /* Optimal Huffman tables cost a second pass over the coefficients; off by default, like
-     * the general path's encoder, so that both write the same kind of file. */
-    target.optimize_coding = work->optimize_huffman ? TRUE : FALSE;
-    jpeg_write_coefficients(&target, coefficients);
-    if (work->icc_profile != NULL) {
-        jpeg_write_icc_profile(&target, work->icc_profile, (unsigned int)work->icc_profile_size);
-    }
-    jpeg_finish_compress(&target);
-    jpeg_finish_decompress(&source);
-
-done:
-    if (target_created) {
-        jpeg_destroy_compress(&target);
-    }
-    if (source_created) {
-        jpeg_destroy_decompress(&source);
-    }
-    if (outcome != DONE) {
-        free(work->output);
-        work->output = NULL;
-    }
-    return outcome;
-}
+static PyObject *TooManyScans;
 
 static int read_table(PyObject *sequence, unsigned int *table, const char *name) {
     /* Plain sequence calls, not PySequence_Fast: the module keeps to the limited API (abi3),
@@ -377,11 +20,11 @@ static int read_table(PyObject *sequence, unsigned int *table, const char *name)
     if (size < 0) {
         return -1;
     }
-    if (size != TABLE_ENTRIES) {
+    if (size != REQUANTIZE_TABLE_ENTRIES) {
         PyErr_Format(PyExc_ValueError, "the %s table must have 64 entries", name);
         return -1;
     }
-    for (Py_ssize_t k = 0; k < TABLE_ENTRIES; k++) {
+    for (Py_ssize_t k = 0; k < REQUANTIZE_TABLE_ENTRIES; k++) {
         PyObject *item = PySequence_GetItem(sequence, k);
         if (item == NULL) {
             return -1;
@@ -402,19 +45,24 @@ static int read_table(PyObject *sequence, unsigned int *table, const char *name)
 
 static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    static char *keywords[] = {"data",        "luminance",        "chrominance",
-                               "icc_profile", "optimize_huffman", NULL};
+    static char *keywords[] = {"data",      "luminance",        "chrominance", "icc_profile",
+                               "optimize_huffman", "max_scans", NULL};
     Py_buffer data, icc = {0};
     PyObject *luminance, *chrominance, *icc_object = Py_None;
-    int optimize_huffman = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$p", keywords, &data, &luminance,
-                                     &chrominance, &icc_object, &optimize_huffman)) {
+    int optimize_huffman = 0, max_scans = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$pi", keywords, &data, &luminance,
+                                     &chrominance, &icc_object, &optimize_huffman,
+                                     &max_scans)) {
         return NULL;
     }
     PyObject *result = NULL;
-    job *work = calloc(1, sizeof(job));
+    requantize_job *work = calloc(1, sizeof(requantize_job));
     if (work == NULL) {
         PyErr_NoMemory();
+        goto out;
+    }
+    if (max_scans < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_scans must be 0 (no limit) or more");
         goto out;
     }
     if (read_table(luminance, work->luminance, "luminance") < 0 ||
@@ -431,17 +79,23 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     work->source = data.buf;
     work->source_size = (size_t)data.len;
     work->optimize_huffman = optimize_huffman;
+    work->max_scans = max_scans;
 
-    int outcome;
+    enum requantize_outcome outcome;
     /* The buffers stay pinned by their Py_buffer views; other threads may run meanwhile. */
-    Py_BEGIN_ALLOW_THREADS outcome = transcode(work);
+    Py_BEGIN_ALLOW_THREADS outcome = requantize_transcode(work);
     Py_END_ALLOW_THREADS
 
-    if (outcome == DONE) {
+    switch (outcome) {
+    case REQUANTIZE_DONE:
         result = PyBytes_FromStringAndSize((const char *)work->output,
                                            (Py_ssize_t)work->output_size);
         free(work->output);
-    } else {
+        break;
+    case REQUANTIZE_TOO_MANY_SCANS:
+        PyErr_SetString(TooManyScans, work->message);
+        break;
+    default:
         PyErr_SetString(Unsuitable, work->message);
     }
 
@@ -456,12 +110,13 @@ out:
 
 static PyMethodDef methods[] = {
     {"requantize", (PyCFunction)(void (*)(void))requantize, METH_VARARGS | METH_KEYWORDS,
-     "requantize(data, luminance, chrominance, icc_profile=None, *, optimize_huffman=False)"
-     " -> bytes\n\n"
+     "requantize(data, luminance, chrominance, icc_profile=None, *, optimize_huffman=False,"
+     " max_scans=0) -> bytes\n\n"
      "Rewrite the JPEG `data` with the given quantization tables (64 entries each, natural "
      "order), rescaling its DCT coefficients without decoding pixels. Raises Unsuitable for "
      "what it does not handle (CMYK, 12-bit, arithmetic coding, unusual sampling) and for any "
-     "libjpeg error or warning."},
+     "libjpeg error or warning, and TooManyScans (an Unsuitable) once a file has more than "
+     "`max_scans` scans (0: no limit)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -484,6 +139,16 @@ PyMODINIT_FUNC PyInit__native(void) {
         Py_DECREF(created);
         return NULL;
     }
-    PyModule_AddIntConstant(created, "LIBJPEG_VERSION", JPEG_LIB_VERSION);
+    TooManyScans = PyErr_NewExceptionWithDoc(
+        "jpeg_requantize._native.TooManyScans",
+        "The JPEG has more scans than the caller allowed; it was not decoded further.",
+        Unsuitable, NULL);
+    if (TooManyScans == NULL ||
+        PyModule_AddObjectRef(created, "TooManyScans", TooManyScans) < 0) {
+        Py_XDECREF(TooManyScans);
+        Py_DECREF(created);
+        return NULL;
+    }
+    PyModule_AddIntConstant(created, "LIBJPEG_VERSION", requantize_libjpeg_version());
     return created;
 }

@@ -3,6 +3,7 @@ from collections.abc import Sequence
 LIBJPEG_VERSION: int
 
 class Unsuitable(ValueError): ...
+class TooManyScans(Unsuitable): ...
 
 def requantize(
     data: bytes,
@@ -11,4 +12,5 @@ def requantize(
     icc_profile: bytes | None = None,
     *,
     optimize_huffman: bool = False,
+    max_scans: int = 0,
 ) -> bytes: ...
