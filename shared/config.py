@@ -106,6 +106,9 @@ class Limits:
     max_url_length: int = 2048
     max_image_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    # Scans per JPEG, counted from the markers before decoding (scan bombs: each scan is a
+    # pass over the whole picture; real progressive files have about ten).
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,10 @@ class Settings:
             max_url_length=int(num("MAX_URL_LENGTH", d.limits.max_url_length)),
             max_image_bytes=size("MAX_IMAGE_BYTES", d.limits.max_image_bytes),
             max_image_pixels=int(num("MAX_IMAGE_PIXELS", d.limits.max_image_pixels)),
+            max_jpeg_scans=int(num("MAX_JPEG_SCANS", d.limits.max_jpeg_scans)),
         )
+        if limits.max_jpeg_scans < 1:
+            raise ConfigError("MAX_JPEG_SCANS must be at least 1")
         fetch = FetchPolicy(
             allowed_networks=parse_networks(get("FETCH_ALLOWED_NETWORKS", "") or ""),
             connect_timeout=duration("FETCH_CONNECT_TIMEOUT", d.fetch.connect_timeout),

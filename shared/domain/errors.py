@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     # The bytes
     TOO_LARGE = "too_large"
     TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG with more scans than MAX_JPEG_SCANS
     NOT_AN_IMAGE = "not_an_image"
     UNSUPPORTED_FORMAT = "unsupported_format"
     CORRUPT_IMAGE = "corrupt_image"

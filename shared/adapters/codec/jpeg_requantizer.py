@@ -30,10 +30,11 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from jpeg_requantize import Unsuitable, requantize
+from jpeg_requantize import TooManyScans, Unsuitable, requantize
 
 from shared.adapters.codec.dimensions import check_dimensions
 from shared.adapters.codec.jpeg_header import JpegHeader, JpegHeaderError, read_jpeg_header
+from shared.adapters.codec.jpeg_scans import check_scan_count
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage
@@ -65,6 +66,7 @@ class JpegRequantizer:
 
     def __init__(self, limits: Limits, general: ImageCodec) -> None:
         self._max_pixels = limits.max_image_pixels
+        self._max_scans = limits.max_jpeg_scans
         self._general = general
 
     def compress(self, data: bytes) -> CompressedImage:
@@ -72,6 +74,7 @@ class JpegRequantizer:
         if header is None:
             return self._general.compress(data)
         check_dimensions((header.width, header.height), self._max_pixels)
+        check_scan_count(data, self._max_scans)
         source_quality = estimate_jpeg_quality(header.quantization)
         quality = output_quality(source_quality)
         try:
@@ -80,7 +83,12 @@ class JpegRequantizer:
                 ijg_table(STANDARD_LUMINANCE, quality),
                 ijg_table(STANDARD_CHROMINANCE, quality),
                 header.icc_profile,
+                # libjpeg counts too, as it reads: a file whose markers the count above read
+                # differently from libjpeg still stops at the limit.
+                max_scans=self._max_scans,
             )
+        except TooManyScans as exc:
+            raise ImageFailure(ErrorCode.TOO_MANY_SCANS, f"the JPEG has {exc}") from exc
         except Unsuitable as exc:
             log.debug("JPEG left to the general codec: %s", exc)
             return self._general.compress(data)

@@ -9,7 +9,8 @@ codec; both follow the same policy (SPEC "Images"):
   opened, and HEIF/HEIC where pillow-heif is installed (phones save photos as HEIC). Pillow's
   other plugins never see hostile bytes: EPS could start Ghostscript, and the rarer parsers
   are not worth the exposure for formats nobody serves as product photos.
-- The pixel cap is checked on the header, before anything is decoded.
+- The pixel cap is checked on the header, before anything is decoded, and so is a JPEG's
+  number of scans (`jpeg_scans`: scan bombs).
 - JPEG sources have their quality estimated from their quantization tables, lossy WebP from
   its VP8 quantizers (an estimate that errs upwards, see `estimate_webp_quality`). Everything
   else, AVIF and HEIC included (their quantizers sit deep in the AV1 or HEVC bitstream and
@@ -32,6 +33,7 @@ from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError, featur
 
 from shared.adapters.codec.dimensions import check_dimensions
 from shared.adapters.codec.image_signatures import allowed_signature, unsupported_signature
+from shared.adapters.codec.jpeg_scans import check_scan_count
 from shared.adapters.codec.vp8_header import vp8_frame_quantizers
 from shared.config import Limits
 from shared.domain.errors import ErrorCode, ImageFailure
@@ -98,6 +100,7 @@ class PillowCodec:
 
     def __init__(self, limits: Limits) -> None:
         self._max_pixels = limits.max_image_pixels
+        self._max_scans = limits.max_jpeg_scans
         # Pillow refuses, process-wide, images above 2 * MAX_IMAGE_PIXELS (89.5 M by default)
         # and warns above it. Our own cap is checked on every image, so Pillow's must never be
         # the stricter of the two: raise it to ours if ours is higher, never lower it (other
@@ -123,6 +126,8 @@ class PillowCodec:
         # source is still open, since a picture that needed no conversion *is* the source.
         with _open(data) as source:
             check_dimensions(source.size, self._max_pixels)
+            if source.format in ("JPEG", "MPO"):
+                check_scan_count(data, self._max_scans)
             source_format = "jpeg" if source.format in ("JPEG", "MPO") else str(source.format)
             source_format = source_format.lower()
             try:
