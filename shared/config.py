@@ -109,6 +109,10 @@ class Limits:
     # Scans per JPEG, counted from the markers before decoding (scan bombs: each scan is a
     # pass over the whole picture; real progressive files have about ten).
     max_jpeg_scans: int = 100
+    # Pictures with real transparency are written as WebP with alpha up to this many pixels;
+    # libwebp needs about 18 bytes a pixel for them (900 MB at 50 MP), so larger ones are
+    # flattened onto white into a JPEG (about 7 bytes a pixel, decoded RGBA included).
+    max_transparent_pixels: int = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,9 @@ class Settings:
             max_image_bytes=size("MAX_IMAGE_BYTES", d.limits.max_image_bytes),
             max_image_pixels=int(num("MAX_IMAGE_PIXELS", d.limits.max_image_pixels)),
             max_jpeg_scans=int(num("MAX_JPEG_SCANS", d.limits.max_jpeg_scans)),
+            max_transparent_pixels=int(
+                num("MAX_TRANSPARENT_PIXELS", d.limits.max_transparent_pixels)
+            ),
         )
         if limits.max_jpeg_scans < 1:
             raise ConfigError("MAX_JPEG_SCANS must be at least 1")

@@ -19,7 +19,7 @@ from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageFile, JpegImageP
 
 from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
-from shared.config import Limits
+from shared.config import Limits, Settings
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage
 from shared.domain.quality import estimate_jpeg_quality
@@ -403,6 +403,30 @@ def test_transparent_image_too_wide_for_webp_is_flattened_to_jpeg() -> None:
     assert result.output_format == "jpeg"
     assert (result.width, result.height) == (16_400, 2)
     assert mean_colour(reopen(result), (0, 0, 8, 2))[0] > 200  # flattened onto white
+
+
+@pytest.mark.parametrize(("cap", "output_format"), [(64 * 48, "webp"), (64 * 48 - 1, "jpeg")])
+def test_transparent_pictures_above_max_transparent_pixels_are_flattened_to_jpeg(
+    cap: int, output_format: str
+) -> None:
+    # libwebp needs about 18 bytes a pixel for a transparent picture; above the cap the
+    # picture is delivered flattened onto white rather than failed (test_codec_memory.py).
+    capped = PillowCodec(Limits(max_transparent_pixels=cap))
+
+    result = capped.compress(encode(with_transparent_corner(photo()), "PNG"))
+
+    assert (result.output_format, result.width, result.height) == (output_format, 64, 48)
+    output = reopen(result)
+    if output_format == "jpeg":
+        assert close_to(mean_colour(output, (0, 0, 8, 8)), (255, 255, 255), 12)  # on white
+    else:
+        assert output.getchannel("A").getpixel((2, 2)) == 0  # still transparent
+
+
+def test_max_transparent_pixels_comes_from_the_environment() -> None:
+    assert Settings.from_env({"MAX_TRANSPARENT_PIXELS": "4000000"}).limits == Limits(
+        max_transparent_pixels=4_000_000
+    )
 
 
 # --------------------------------------------------------------------------- WebP and AVIF

@@ -1,9 +1,18 @@
 """Memory per image is bounded: the peak while compressing one large picture, measured in a
 process of its own (a test process's high-water mark says nothing about one image).
 
-The bound is 1.5 times the decoded RGB picture. The peak is `ru_maxrss` after compressing
-minus `ru_maxrss` before, in the same child, once the codec has warmed up and the source bytes
-are in memory: what compressing that one image added to the process's high-water mark.
+The bounds, per path (the figures are in BENCHMARKS.md):
+- a JPEG, on the DCT path or through Pillow: 1.5 times the decoded RGB picture (4.5 bytes a
+  pixel);
+- a picture with real transparency, written as WebP with alpha: 20 bytes a pixel (libwebp's
+  lossy encoder and its lossless alpha plane), allowed only up to MAX_TRANSPARENT_PIXELS
+  (16 MP: at most 320 MB, where a 50 MP one took 900 MB);
+- a transparent picture above that cap, flattened onto white into a JPEG: 10 bytes a pixel
+  (Pillow holds RGB as 4 bytes a pixel, so the decoded RGBA and the flattened RGB are 8).
+
+The peak is `ru_maxrss` after compressing minus `ru_maxrss` before, in the same child, once the
+codec has warmed up and the source bytes are in memory: what compressing that one image added
+to the process's high-water mark.
 
 Linux carries a process's `ru_maxrss` across exec from whatever it was forked from: a child
 of this test process would start with the test process's own high-water mark (hundreds of MB
@@ -20,10 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from local_profile.sample_images import photo_jpeg
+from local_profile.sample_images import photo_jpeg, transparent_png
+from shared.config import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 4000, 3000
+# Smaller: the bound is per pixel, and a 12 MP transparent PNG takes seconds to make.
+CLEAR_WIDTH, CLEAR_HEIGHT = 2000, 1500
 MAX_PEAK_OVER_DECODED_RGB = 1.5
 
 CHILD = """
@@ -33,18 +45,21 @@ from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
 
-path, which = sys.argv[1], sys.argv[2]
-codec = build_codec(Limits()) if which == "shipped" else PillowCodec(Limits())
-for mode, kind in (("RGB", "JPEG"), ("RGBA", "PNG")):  # load every library on the way
-    warm_up = io.BytesIO()
-    Image.new(mode, (64, 64)).save(warm_up, kind)
+path, which, transparent_cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limits = Limits(max_transparent_pixels=transparent_cap)
+codec = build_codec(limits) if which == "shipped" else PillowCodec(limits)
+clear = Image.new("RGBA", (64, 64))
+clear.putpixel((0, 0), (0, 0, 0, 0))
+for picture, kind in ((Image.new("RGB", (64, 64)), "JPEG"), (clear, "PNG")):
+    warm_up = io.BytesIO()  # load every library on the way: libjpeg, zlib, libwebp
+    picture.save(warm_up, kind)
     codec.compress(warm_up.getvalue())
 data = open(path, "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = codec.compress(data)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_bytes": (after - before) * 1024, "pixels": result.width * result.height,
-                  "path": type(codec).__name__}))
+                  "path": type(codec).__name__, "format": result.output_format}))
 """
 
 
@@ -53,13 +68,17 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("large")
     (folder / "420.jpg").write_bytes(photo_jpeg(WIDTH, HEIGHT, 90))
     (folder / "444.jpg").write_bytes(photo_jpeg(WIDTH, HEIGHT, 90, subsampling="4:4:4"))
+    (folder / "clear.png").write_bytes(transparent_png(CLEAR_WIDTH, CLEAR_HEIGHT))
     return folder
 
 
-def peak_in_child(source: Path, which: str) -> dict[str, int | str]:
+def peak_in_child(
+    source: Path, which: str, transparent_cap: int = Limits().max_transparent_pixels
+) -> dict[str, int | str]:
+    arguments = [str(source), which, str(transparent_cap)]
     finished = subprocess.run(
         # `; exit` keeps the shell from exec-ing the child in its own (inherited) process.
-        ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", CHILD, str(source), which],
+        ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", CHILD, *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -91,3 +110,22 @@ def test_peak_memory_of_a_12_megapixel_jpeg_is_within_1_5_times_its_decoded_size
     assert (
         0.5 * decoded_rgb <= int(measured["peak_bytes"]) <= MAX_PEAK_OVER_DECODED_RGB * decoded_rgb
     )
+
+
+@pytest.mark.parametrize(
+    ("transparent_cap", "output_format", "max_bytes_per_pixel"),
+    [
+        (CLEAR_WIDTH * CLEAR_HEIGHT, "webp", 20),  # at the cap: WebP with alpha
+        (CLEAR_WIDTH * CLEAR_HEIGHT - 1, "jpeg", 10),  # above it: flattened onto white
+    ],
+    ids=["webp at the transparent cap", "flattened above it"],
+)
+def test_peak_memory_of_a_transparent_picture_is_bounded_per_pixel(
+    photos: Path, transparent_cap: int, output_format: str, max_bytes_per_pixel: int
+) -> None:
+    measured = peak_in_child(photos / "clear.png", "shipped", transparent_cap)
+
+    pixels = CLEAR_WIDTH * CLEAR_HEIGHT
+    assert (measured["format"], measured["pixels"]) == (output_format, pixels)
+    # At least the decoded RGBA picture, or nothing was measured.
+    assert 4 * pixels <= int(measured["peak_bytes"]) <= max_bytes_per_pixel * pixels

@@ -16,7 +16,9 @@ codec; both follow the same policy (SPEC "Images"):
   else, AVIF and HEIC included (their quantizers sit deep in the AV1 or HEVC bitstream and
   the mapping from quality differs between encoders), counts as quality 100.
 - The output is a baseline JPEG unless the picture really uses transparency, in which case it
-  is a lossy WebP with alpha. Either way at `output_quality(source_quality)`.
+  is a lossy WebP with alpha (up to MAX_TRANSPARENT_PIXELS: libwebp needs about 18 bytes a
+  pixel; larger ones are flattened onto white into a JPEG). Either way at
+  `output_quality(source_quality)`.
 - EXIF orientation is applied; the ICC profile is kept (or, for CMYK, converted to sRGB); all
   other metadata is dropped. Animated sources keep their first frame. Nothing is resized.
 """
@@ -101,6 +103,7 @@ class PillowCodec:
     def __init__(self, limits: Limits) -> None:
         self._max_pixels = limits.max_image_pixels
         self._max_scans = limits.max_jpeg_scans
+        self._max_transparent_pixels = limits.max_transparent_pixels
         # Pillow refuses, process-wide, images above 2 * MAX_IMAGE_PIXELS (89.5 M by default)
         # and warns above it. Our own cap is checked on every image, so Pillow's must never be
         # the stricter of the two: raise it to ours if ours is higher, never lower it (other
@@ -150,6 +153,11 @@ class PillowCodec:
                 ) from exc
 
             quality = output_quality(source_quality)
+            if picture.mode == "RGBA" and not self._webp_takes(picture):
+                picture = _flatten_on_white(picture)
+                # The decoded RGBA (often the source itself) is not needed any more: its
+                # memory goes back before the encoder takes its own.
+                source.close()
             encoded, output_format = _encode(picture, quality, icc_profile, subsampling)
         return CompressedImage(
             data=encoded,
@@ -162,6 +170,15 @@ class PillowCodec:
             source_quality=source_quality,
             output_quality=quality,
             animated=animated,
+        )
+
+    def _webp_takes(self, picture: Image.Image) -> bool:
+        # WebP cannot describe sides above 16,383 pixels, and libwebp's lossy encoder with its
+        # lossless alpha plane holds about 18 bytes a pixel (BENCHMARKS.md): 900 MB for a
+        # 50-megapixel picture. Above MAX_TRANSPARENT_PIXELS the picture is flattened instead.
+        width, height = picture.size
+        return max(width, height) <= WEBP_MAX_SIDE and width * height <= (
+            self._max_transparent_pixels
         )
 
 
@@ -338,6 +355,16 @@ def _cmyk_to_rgb(picture: Image.Image, icc: bytes | None) -> tuple[Image.Image, 
 # --------------------------------------------------------------------------- encoding
 
 
+def _flatten_on_white(picture: Image.Image) -> Image.Image:
+    """A transparent picture WebP cannot take (too wide, or too many pixels for the memory it
+    would need), as an opaque one on white: deliverable as a JPEG, which beats failing an
+    image that is within every limit we announce. The RGBA picture is its own mask, so the
+    only new copy is the RGB result (7 bytes a pixel in all, not 8 with a separate alpha)."""
+    flat = Image.new("RGB", picture.size, "white")
+    flat.paste(picture, mask=picture)
+    return flat
+
+
 def _encode(
     picture: Image.Image, quality: int, icc_profile: bytes | None, subsampling: str
 ) -> tuple[bytes, str]:
@@ -345,12 +372,6 @@ def _encode(
     # (the COM comment), and nothing from the source but the ICC profile may reach the output.
     picture.info = {}
     extra = {"icc_profile": icc_profile} if icc_profile else {}
-    if picture.mode == "RGBA" and max(picture.size) > WEBP_MAX_SIDE:
-        # WebP cannot be this large; flattening onto white keeps the picture deliverable as a
-        # JPEG, which beats failing an image that is within every limit we announce.
-        flat = Image.new("RGB", picture.size, "white")
-        flat.paste(picture, mask=picture.getchannel("A"))
-        picture = flat
     output = BytesIO()
     try:
         if picture.mode == "RGBA":
