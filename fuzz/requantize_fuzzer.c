@@ -34,7 +34,7 @@ static const unsigned int standard_chrominance[64] = {
 /* A few bytes that start like an ICC profile: the core writes whatever it is given. */
 static const unsigned char icc_profile[160] = {0, 0, 0, 160, 'l', 'c', 'm', 's'};
 
-enum option { OPTIMIZE_HUFFMAN = 1, WITH_ICC_PROFILE = 2, SCAN_LIMIT = 4 };
+enum option { OPTIMIZE_HUFFMAN = 1, WITH_ICC_PROFILE = 2, SCAN_LIMIT = 4, PROGRESSIVE = 8 };
 
 static void ijg_table(const unsigned int *base, int quality, unsigned int *table) {
     long scale = quality < 50 ? 5000 / quality : 200 - quality * 2;
@@ -92,7 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         work.icc_profile = icc_profile;
         work.icc_profile_size = sizeof icc_profile;
     }
-    work.max_scans = (data[1] & SCAN_LIMIT) ? 1 + (data[1] >> 3) : 0;
+    work.progressive = (data[1] & PROGRESSIVE) != 0;
+    work.max_scans = (data[1] & SCAN_LIMIT) ? 1 + (data[1] >> 4) : 0;
     work.source = data + 2;
     work.source_size = size - 2;
 

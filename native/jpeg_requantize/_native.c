@@ -45,14 +45,15 @@ static int read_table(PyObject *sequence, unsigned int *table, const char *name)
 
 static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    static char *keywords[] = {"data",      "luminance",        "chrominance", "icc_profile",
-                               "optimize_huffman", "max_scans", NULL};
+    static char *keywords[] = {"data",        "luminance",        "chrominance",
+                               "icc_profile", "optimize_huffman", "progressive",
+                               "max_scans",   NULL};
     Py_buffer data, icc = {0};
     PyObject *luminance, *chrominance, *icc_object = Py_None;
-    int optimize_huffman = 0, max_scans = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$pi", keywords, &data, &luminance,
+    int optimize_huffman = 0, progressive = 0, max_scans = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$ppi", keywords, &data, &luminance,
                                      &chrominance, &icc_object, &optimize_huffman,
-                                     &max_scans)) {
+                                     &progressive, &max_scans)) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -79,6 +80,7 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     work->source = data.buf;
     work->source_size = (size_t)data.len;
     work->optimize_huffman = optimize_huffman;
+    work->progressive = progressive;
     work->max_scans = max_scans;
 
     enum requantize_outcome outcome;
@@ -111,7 +113,7 @@ out:
 static PyMethodDef methods[] = {
     {"requantize", (PyCFunction)(void (*)(void))requantize, METH_VARARGS | METH_KEYWORDS,
      "requantize(data, luminance, chrominance, icc_profile=None, *, optimize_huffman=False,"
-     " max_scans=0) -> bytes\n\n"
+     " progressive=False, max_scans=0) -> bytes\n\n"
      "Rewrite the JPEG `data` with the given quantization tables (64 entries each, natural "
      "order), rescaling its DCT coefficients without decoding pixels. Raises Unsuitable for "
      "what it does not handle (CMYK, 12-bit, arithmetic coding, unusual sampling) and for any "

@@ -12,5 +12,6 @@ def requantize(
     icc_profile: bytes | None = None,
     *,
     optimize_huffman: bool = False,
+    progressive: bool = False,
     max_scans: int = 0,
 ) -> bytes: ...

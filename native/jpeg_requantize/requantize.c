@@ -358,6 +358,9 @@ enum requantize_outcome requantize_transcode(requantize_job *work) {
     /* Optimal Huffman tables cost a second pass over the coefficients (no more memory: they
      * are all held already) and change no coefficient. */
     target.optimize_coding = work->optimize_huffman ? TRUE : FALSE;
+    if (work->progressive) {
+        jpeg_simple_progression(&target);
+    }
     jpeg_write_coefficients(&target, coefficients);
     if (work->icc_profile != NULL) {
         jpeg_write_icc_profile(&target, work->icc_profile, (unsigned int)work->icc_profile_size);

@@ -21,6 +21,8 @@ typedef struct {
     const unsigned char *icc_profile;
     size_t icc_profile_size;
     int optimize_huffman;
+    /* Write a progressive file (libjpeg's default progression) instead of a baseline one. */
+    int progressive;
     /* Scans read at most; 0 for no limit. Each scan of a progressive file is a pass over the
      * whole picture, so thousands of them would burn CPU on a file of a few kilobytes. */
     int max_scans;
