@@ -303,3 +303,80 @@ def test_optimal_huffman_tables_only_make_the_file_smaller() -> None:
     assert np.array_equal(
         np.asarray(Image.open(io.BytesIO(optimised))), np.asarray(Image.open(io.BytesIO(standard)))
     )
+
+
+# --------------------------------------------------------------------------- Huffman tables
+
+
+def pixels(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)))
+
+
+def is_optimal(jpeg: bytes) -> bool:
+    """Whether re-deriving optimal Huffman tables for the file's own coefficients (the same
+    quantization tables in and out) leaves nothing to gain."""
+    picture = Image.open(io.BytesIO(jpeg))
+    tables, icc = picture.quantization, picture.info.get("icc_profile")
+    again = requantize(jpeg, tables[0], tables.get(1, tables[0]), icc, optimize_huffman=True)
+    return len(again) == len(jpeg)
+
+
+def test_the_dct_path_writes_optimal_huffman_tables_and_the_same_pixels() -> None:
+    source = encode(photo(200, 150), "JPEG", quality=90)
+    standard = requantize(
+        source, ijg_table(STANDARD_LUMINANCE, 45), ijg_table(STANDARD_CHROMINANCE, 45)
+    )
+
+    result = build_codec(Limits()).compress(source)
+
+    assert is_optimal(result.data) and not is_optimal(standard)
+    assert len(result.data) < len(standard)
+    assert reopen(result).quantization == Image.open(io.BytesIO(standard)).quantization
+    assert np.array_equal(pixels(result.data), pixels(standard))
+
+
+SOURCES_FOR_PILLOW: dict[str, Callable[[], bytes]] = {
+    "png": lambda: encode(photo(200, 150), "PNG"),
+    "cmyk jpeg": lambda: encode(photo(200, 150).convert("CMYK"), "JPEG", quality=90),
+    "rotated jpeg": lambda: with_exif_orientation(6),
+    "grey png": lambda: encode(photo(200, 150).convert("L"), "PNG"),
+}
+
+
+@pytest.mark.parametrize("make", SOURCES_FOR_PILLOW.values(), ids=SOURCES_FOR_PILLOW.keys())
+def test_jpegs_the_general_codec_writes_get_optimal_tables_and_keep_their_pixels(
+    make: Callable[[], bytes],
+) -> None:
+    source = make()
+    plain = PillowCodec(Limits()).compress(source)  # standard tables
+
+    result = build_codec(Limits()).compress(source)
+
+    assert (result.output_format, plain.output_format) == ("jpeg", "jpeg")
+    assert is_optimal(result.data) and not is_optimal(plain.data)
+    assert len(result.data) < len(plain.data)
+    assert reopen(result).quantization == reopen(plain).quantization
+    assert np.array_equal(pixels(result.data), pixels(plain.data))
+    assert (result.width, result.height, result.output_quality) == (
+        plain.width,
+        plain.height,
+        plain.output_quality,
+    )
+
+
+def test_a_444_output_keeps_standard_tables_so_its_memory_stays_bounded() -> None:
+    # Its coefficients would take 6 bytes a pixel, above the 1.5 x decoded RGB bound.
+    source = encode(photo(200, 150), "JPEG", quality=90, subsampling="4:4:4")
+
+    result = build_codec(Limits()).compress(source)
+
+    assert result.data == PillowCodec(Limits()).compress(source).data
+
+
+def test_the_icc_profile_survives_the_second_pass() -> None:
+    source = encode(photo(200, 150), "PNG", icc_profile=srgb_icc_profile())
+
+    result = build_codec(Limits()).compress(source)
+
+    assert reopen(result).info.get("icc_profile") == srgb_icc_profile()
+    assert is_optimal(result.data)

@@ -20,14 +20,22 @@ The fast path takes only what it renders as the general path would:
 - an ICC profile, if any, that describes the pixels it travels with.
 Everything else, and every file libjpeg has anything to say about (truncated, corrupt), goes
 to the general codec, which decides what is wrong with it. The output is what the general
-path writes: a baseline JPEG with standard Huffman tables and the IJG tables of
-`output_quality(source quality)`, the ICC profile and no other metadata, the source's
-chroma sampling kept.
+path writes: a baseline JPEG with the IJG tables of `output_quality(source quality)`, the ICC
+profile and no other metadata, the source's chroma sampling kept.
+
+Every JPEG this codec returns has optimal Huffman tables, computed for its own coefficients:
+they change no coefficient, so no pixel, and make photographs about 7% smaller than standard
+tables (BENCHMARKS.md). The DCT path writes them directly (libjpeg's second pass over
+coefficients it holds anyway); a JPEG the general codec wrote with standard tables is
+transcoded once more, losslessly (the same tables in and out), after the general codec has
+let its decoded picture go, so that memory stays within its bound (4:4:4 outputs, whose
+coefficients would take twice the decoded picture, keep standard tables).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Final
 
 from jpeg_requantize import TooManyScans, Unsuitable, requantize
@@ -72,7 +80,7 @@ class JpegRequantizer:
     def compress(self, data: bytes) -> CompressedImage:
         header = _requantizable_header(data)
         if header is None:
-            return self._general.compress(data)
+            return with_optimal_huffman_tables(self._general.compress(data))
         check_dimensions((header.width, header.height), self._max_pixels)
         check_scan_count(data, self._max_scans)
         source_quality = estimate_jpeg_quality(header.quantization)
@@ -83,6 +91,7 @@ class JpegRequantizer:
                 ijg_table(STANDARD_LUMINANCE, quality),
                 ijg_table(STANDARD_CHROMINANCE, quality),
                 header.icc_profile,
+                optimize_huffman=True,
                 # libjpeg counts too, as it reads: a file whose markers the count above read
                 # differently from libjpeg still stops at the limit.
                 max_scans=self._max_scans,
@@ -91,7 +100,7 @@ class JpegRequantizer:
             raise ImageFailure(ErrorCode.TOO_MANY_SCANS, f"the JPEG has {exc}") from exc
         except Unsuitable as exc:
             log.debug("JPEG left to the general codec: %s", exc)
-            return self._general.compress(data)
+            return with_optimal_huffman_tables(self._general.compress(data))
         except MemoryError as exc:
             raise ImageFailure(ErrorCode.INTERNAL, "out of memory while re-quantizing") from exc
         return CompressedImage(
@@ -106,6 +115,35 @@ class JpegRequantizer:
             output_quality=quality,
             animated=False,
         )
+
+
+def with_optimal_huffman_tables(result: CompressedImage) -> CompressedImage:
+    """The general codec's JPEG rewritten with optimal Huffman tables, nothing else changed:
+    its own quantization tables in and out, so every coefficient is kept as it is."""
+    if result.output_format != "jpeg":
+        return result
+    try:
+        header = read_jpeg_header(result.data)
+    except JpegHeaderError:  # not expected of Pillow's output; keep it as it is
+        log.warning("the general codec wrote a JPEG whose header does not read", exc_info=True)
+        return result
+    if _coefficient_bytes_per_pixel(header) > _MAX_COEFFICIENT_BYTES_PER_PIXEL:
+        return result  # 4:4:4: its coefficients would take twice the decoded picture
+    luminance = header.quantization.get(0)
+    if luminance is None:
+        return result
+    try:
+        optimal = requantize(
+            result.data,
+            luminance,
+            header.quantization.get(1, luminance),
+            header.icc_profile,
+            optimize_huffman=True,
+        )
+    except (Unsuitable, ValueError):  # tables beyond 8 bits, and the like: not Pillow's
+        log.warning("the general codec's JPEG kept its standard tables", exc_info=True)
+        return result
+    return replace(result, data=optimal)
 
 
 def _requantizable_header(data: bytes) -> JpegHeader | None:
