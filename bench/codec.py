@@ -12,6 +12,11 @@ re-encodes each photo at the quality the service would choose (half the source's
   minus Pillow-naive's.
 - Peak memory: one 24-megapixel photo compressed in a fresh process per path: `ru_maxrss`
   after minus before, against the decoded RGB picture (72 MB).
+
+Huffman tables (`huffman_benchmark`): bytes only, on real photographs (scikit-image's
+`skimage.data`, as shipped and 3x upscaled, saved by Pillow at q75, q85 and q92), each path's
+output against Pillow-naive's, and whether the pixels and the quantization tables stay exactly
+those of the same path with standard tables.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from local_profile import sample_images
+from shared.adapters.codec.jpeg_requantizer import with_optimal_huffman_tables
 from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
@@ -45,9 +51,10 @@ from shared.domain.quality import (
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "docs" / "bench-codec.png"
 BASELINE = "Pillow-naive"
-SHIPPED = "Service codec (DCT re-quantization)"
-PILLOW_PATH = "Service codec, Pillow path (fallback)"
-OPTIMISED = "DCT re-quantization, optimised Huffman tables (not shipped)"
+SHIPPED = "Service codec (DCT re-quantization, optimal Huffman tables)"
+PILLOW_PATH = "Service codec, Pillow path (fallback, optimal Huffman tables)"
+STANDARD = "DCT re-quantization, standard Huffman tables (before)"
+PROGRESSIVE = "DCT re-quantization, optimal tables, progressive (not shipped)"
 
 # (width, height, source quality): 12, 16, 20 and 24 megapixels.
 CORPUS = [(4000, 3000, 90), (4896, 3264, 85), (5472, 3648, 92), (6000, 4000, 75)]
@@ -72,20 +79,34 @@ def service_codec() -> Callable[[bytes, int], bytes]:
 
 
 def pillow_codec() -> Callable[[bytes, int], bytes]:
+    """The service's Pillow path as the shipped codec runs it for what the DCT path leaves:
+    Pillow's JPEG, then its Huffman tables made optimal in a lossless second pass."""
+    codec = PillowCodec(Limits())
+    return lambda data, _quality: with_optimal_huffman_tables(codec.compress(data)).data
+
+
+def pillow_codec_standard() -> Callable[[bytes, int], bytes]:
     codec = PillowCodec(Limits())
     return lambda data, _quality: codec.compress(data).data
 
 
-def optimised_huffman_path() -> Callable[[bytes, int], bytes]:
-    """The DCT path writing optimal Huffman tables: not shipped, measured for the trade-off."""
+def dct_path(*, optimize: bool, progressive: bool = False) -> Callable[[bytes, int], bytes]:
     from jpeg_requantize import requantize
 
     def run(data: bytes, quality: int) -> bytes:
         luminance = ijg_table(STANDARD_LUMINANCE, quality)
         chrominance = ijg_table(STANDARD_CHROMINANCE, quality)
-        return requantize(data, luminance, chrominance, optimize_huffman=True)
+        return requantize(
+            data, luminance, chrominance, optimize_huffman=optimize, progressive=progressive
+        )
 
     return run
+
+
+def pillow_naive_optimized(data: bytes, quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
 
 
 def pyvips_path() -> Callable[[bytes, int], bytes]:
@@ -117,7 +138,8 @@ PATHS: dict[str, Callable[[], Callable[[bytes, int], bytes]]] = {
     BASELINE: lambda: pillow_naive,
     SHIPPED: service_codec,
     PILLOW_PATH: pillow_codec,
-    OPTIMISED: optimised_huffman_path,
+    STANDARD: lambda: dct_path(optimize=False),
+    PROGRESSIVE: lambda: dct_path(optimize=True, progressive=True),
     "pyvips (pyvips-binary)": pyvips_path,
     "simplejpeg": simplejpeg_path,
 }
@@ -263,7 +285,7 @@ def draw_chart(report: CodecReport, path: Path) -> None:
     labels = [name.replace(" (", "\n(").replace(", ", ",\n") for name in names]
     colours = ["#9e9e9e" if name == BASELINE else "#1f77b4" for name in names]
     colours[names.index(SHIPPED)] = "#2ca02c"
-    colours[names.index(OPTIMISED)] = "#98df8a"
+    colours[names.index(STANDARD)] = "#98df8a"
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(13, 5.2))
     throughput = [report.figures[name].throughput for name in names]
     speed.barh(labels, throughput, color=colours)
@@ -343,14 +365,16 @@ def targets(report: CodecReport) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for the shipped path."""
     shipped, base = report.figures[SHIPPED], report.baseline
     speedup = shipped.throughput / base.throughput
-    worst_bytes = max(abs(r - 1) for r in shipped.bytes_ratio)
+    # Smaller is not a miss: issue 4 held the bytes near Pillow's so that the speed was not
+    # bought with size; optimal Huffman tables make every output smaller.
+    worst_bytes = max(r - 1 for r in shipped.bytes_ratio)
     worst_ssim = min(a - b for a, b in zip(shipped.ssim, base.ssim, strict=True))
     memory = shipped.peak_bytes / report.decoded_rgb_bytes
     return [
         ("throughput >= 1.7x Pillow-naive", f"{speedup:.2f}x", speedup >= TARGET_SPEEDUP),
         (
-            "bytes within +-5% of Pillow-naive's, every photo",
-            f"worst {worst_bytes * 100:.1f}%",
+            "bytes no more than 5% above Pillow-naive's, every photo",
+            f"worst {worst_bytes * 100:+.1f}%",
             worst_bytes <= TARGET_BYTES,
         ),
         (
@@ -364,3 +388,129 @@ def targets(report: CodecReport) -> list[tuple[str, str, bool]]:
             memory <= TARGET_MEMORY,
         ),
     ]
+
+
+# --------------------------------------------------------------------------- Huffman tables
+
+# Colour photographs that scikit-image ships (no download), and its grey one.
+PHOTOGRAPHS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "stereo_motorcycle",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+)
+PHOTO_QUALITIES = (75, 85, 92)
+UPSCALE = 3
+
+# Name -> (path, the same path with standard tables to compare pixels with, or None).
+HUFFMAN_PATHS: dict[str, tuple[Callable[[], Callable[[bytes, int], bytes]], str | None]] = {
+    "Pillow-naive with optimize=True": (lambda: pillow_naive_optimized, BASELINE),
+    SHIPPED: (service_codec, STANDARD),
+    STANDARD: (lambda: dct_path(optimize=False), None),
+    PROGRESSIVE: (lambda: dct_path(optimize=True, progressive=True), STANDARD),
+    "Service codec, Pillow path, standard tables (before)": (pillow_codec_standard, None),
+    PILLOW_PATH: (pillow_codec, "Service codec, Pillow path, standard tables (before)"),
+}
+
+
+@dataclass
+class HuffmanFigures:
+    name: str
+    bytes_ratio: dict[str, float] = field(default_factory=dict)  # source -> vs Pillow-naive
+    same_pixels: int = 0  # sources whose pixels equal those of the standard-table path
+    same_tables: int = 0
+    compared: int = 0
+
+
+@dataclass
+class HuffmanReport:
+    figures: dict[str, HuffmanFigures]
+    sources: list[str]  # "<photo> <scale>x q<quality>"
+
+
+def real_photographs() -> list[tuple[str, bytes]]:
+    """(label, JPEG) for every photograph, as shipped and upscaled, at each source quality."""
+    from skimage import data as samples
+
+    sources = []
+    for name in PHOTOGRAPHS:
+        array = getattr(samples, name)()
+        if isinstance(array, tuple):  # stereo pairs: the left picture
+            array = array[0]
+        picture = Image.fromarray(array)
+        for scale in (1, UPSCALE):
+            scaled = picture
+            if scale != 1:
+                size = (picture.width * scale, picture.height * scale)
+                scaled = picture.resize(size, Image.Resampling.LANCZOS)
+            for quality in PHOTO_QUALITIES:
+                out = io.BytesIO()
+                scaled.save(out, "JPEG", quality=quality)
+                sources.append((f"{name} {scale}x q{quality}", out.getvalue()))
+    return sources
+
+
+def huffman_benchmark() -> HuffmanReport:
+    print("codec benchmark: Huffman tables on real photographs", flush=True)
+    runners = {name: build() for name, (build, _) in HUFFMAN_PATHS.items()}
+    figures = {name: HuffmanFigures(name) for name in HUFFMAN_PATHS}
+    labels = []
+    for label, data in real_photographs():
+        labels.append(label)
+        quality = output_quality(estimate_jpeg_quality(Image.open(io.BytesIO(data)).quantization))
+        outputs = {BASELINE: pillow_naive(data, quality)}
+        outputs |= {name: run(data, quality) for name, run in runners.items()}
+        for name, (_, reference) in HUFFMAN_PATHS.items():
+            entry = figures[name]
+            entry.bytes_ratio[label] = len(outputs[name]) / len(outputs[BASELINE])
+            if reference is not None:
+                mine, theirs = Image.open(io.BytesIO(outputs[name])), outputs[reference]
+                other = Image.open(io.BytesIO(theirs))
+                entry.compared += 1
+                entry.same_tables += mine.quantization == other.quantization
+                entry.same_pixels += bool(np.array_equal(np.asarray(mine), np.asarray(other)))
+    return HuffmanReport(figures, labels)
+
+
+def render_huffman_section(report: HuffmanReport) -> str:
+    lines = [
+        f"Bytes against Pillow-naive on {len(report.sources)} real photographs "
+        f"({len(PHOTOGRAPHS)} from `skimage.data`, as shipped and {UPSCALE}x upscaled, sources "
+        "at q75/85/92; negative is smaller):",
+        "",
+        "| Path | Median | Worst (least saved) | Best | Same pixels and tables as with "
+        "standard tables |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in report.figures.items():
+        ratios = list(entry.bytes_ratio.values())
+        same = (
+            f"{min(entry.same_pixels, entry.same_tables)} of {entry.compared}"
+            if entry.compared
+            else "(the reference)"
+        )
+        lines.append(
+            f"| {name} | {_percent(statistics.median(ratios))} | {_percent(max(ratios))} | "
+            f"{_percent(min(ratios))} | {same} |"
+        )
+    shipped = report.figures[SHIPPED].bytes_ratio
+    lines += [
+        "",
+        "The shipped path by group (median bytes against Pillow-naive):",
+        "",
+        "| Sources | " + " | ".join(f"q{q}" for q in PHOTO_QUALITIES) + " |",
+        "| --- | " + " | ".join("---" for _ in PHOTO_QUALITIES) + " |",
+    ]
+    for scale in (1, UPSCALE):
+        cells = []
+        for quality in PHOTO_QUALITIES:
+            group = [r for label, r in shipped.items() if label.endswith(f" {scale}x q{quality}")]
+            cells.append(_percent(statistics.median(group)))
+        kind = "as shipped" if scale == 1 else f"{UPSCALE}x upscaled"
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
