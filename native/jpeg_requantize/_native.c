@@ -47,13 +47,14 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *keywords[] = {"data",        "luminance",        "chrominance",
                                "icc_profile", "optimize_huffman", "progressive",
-                               "max_scans",   NULL};
+                               "max_scans",   "max_pixels",       NULL};
     Py_buffer data, icc = {0};
     PyObject *luminance, *chrominance, *icc_object = Py_None;
     int optimize_huffman = 0, progressive = 0, max_scans = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$ppi", keywords, &data, &luminance,
+    Py_ssize_t max_pixels = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O$ppin", keywords, &data, &luminance,
                                      &chrominance, &icc_object, &optimize_huffman,
-                                     &progressive, &max_scans)) {
+                                     &progressive, &max_scans, &max_pixels)) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -62,8 +63,8 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_NoMemory();
         goto out;
     }
-    if (max_scans < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_scans must be 0 (no limit) or more");
+    if (max_scans < 0 || max_pixels < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_scans and max_pixels must be 0 (no limit) or more");
         goto out;
     }
     if (read_table(luminance, work->luminance, "luminance") < 0 ||
@@ -82,6 +83,7 @@ static PyObject *requantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     work->optimize_huffman = optimize_huffman;
     work->progressive = progressive;
     work->max_scans = max_scans;
+    work->max_pixels = (unsigned long long)max_pixels;
 
     enum requantize_outcome outcome;
     /* The buffers stay pinned by their Py_buffer views; other threads may run meanwhile. */
@@ -113,12 +115,13 @@ out:
 static PyMethodDef methods[] = {
     {"requantize", (PyCFunction)(void (*)(void))requantize, METH_VARARGS | METH_KEYWORDS,
      "requantize(data, luminance, chrominance, icc_profile=None, *, optimize_huffman=False,"
-     " progressive=False, max_scans=0) -> bytes\n\n"
+     " progressive=False, max_scans=0, max_pixels=0) -> bytes\n\n"
      "Rewrite the JPEG `data` with the given quantization tables (64 entries each, natural "
      "order), rescaling its DCT coefficients without decoding pixels. Raises Unsuitable for "
      "what it does not handle (CMYK, 12-bit, arithmetic coding, unusual sampling) and for any "
      "libjpeg error or warning, and TooManyScans (an Unsuitable) once a file has more than "
-     "`max_scans` scans (0: no limit)."},
+     "`max_scans` scans (0: no limit). A frame of more than `max_pixels` pixels (0: no limit) "
+     "is Unsuitable before anything is allocated for it."},
     {NULL, NULL, 0, NULL},
 };
 

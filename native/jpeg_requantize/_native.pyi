@@ -14,4 +14,5 @@ def requantize(
     optimize_huffman: bool = False,
     progressive: bool = False,
     max_scans: int = 0,
+    max_pixels: int = 0,
 ) -> bytes: ...

@@ -305,6 +305,11 @@ enum requantize_outcome requantize_transcode(requantize_job *work) {
         outcome = refuse(work, why);
         goto done;
     }
+    if (work->max_pixels > 0 &&
+        (unsigned long long)source.image_width * source.image_height > work->max_pixels) {
+        outcome = refuse(work, "more pixels than allowed");
+        goto done;
+    }
     state.work = work;
     state.errors = &errors;
     state.request_virt_barray = source.mem->request_virt_barray;

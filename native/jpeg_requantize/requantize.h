@@ -26,6 +26,10 @@ typedef struct {
     /* Scans read at most; 0 for no limit. Each scan of a progressive file is a pass over the
      * whole picture, so thousands of them would burn CPU on a file of a few kilobytes. */
     int max_scans;
+    /* Pixels a frame may have; 0 for no limit. The caller checks its own cap on the header
+     * first; this is the backstop, before libjpeg allocates the coefficient arrays (a frame
+     * header of 600 bytes can ask for 4 gigapixels). */
+    unsigned long long max_pixels;
     /* Out: on REQUANTIZE_DONE, a malloc'ed file the caller frees; else a reason. */
     unsigned char *output;
     size_t output_size;

@@ -18,7 +18,7 @@ from PIL import Image
 
 from shared.bootstrap import build_codec
 from shared.config import Limits
-from shared.domain.errors import ImageFailure
+from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.quality import STANDARD_CHROMINANCE, STANDARD_LUMINANCE, ijg_table
 
 FINDINGS = Path(__file__).resolve().parents[1] / "data" / "fuzz"
@@ -74,3 +74,16 @@ def test_every_found_input_gives_a_readable_image_or_a_clear_failure(path: Path)
     with Image.open(io.BytesIO(result.data)) as output:
         output.load()
         assert output.size == (result.width, result.height)
+
+
+def test_a_frame_header_claiming_gigapixels_is_refused_before_anything_is_allocated() -> None:
+    # 638 bytes whose frame header says 65,487 x 64,959: libjpeg spent 10 s and gigabytes
+    # allocating coefficient arrays for it. The service's pixel cap refuses it on the header;
+    # the native module now has a cap of its own, checked before libjpeg allocates.
+    quality, source = c_target_input("frame-of-4-gigapixels")
+
+    with pytest.raises(Unsuitable, match="more pixels than allowed"):
+        requantize(source, *tables(quality), max_pixels=50_000_000)
+    with pytest.raises(ImageFailure) as caught:
+        CODEC.compress(source)
+    assert caught.value.code is ErrorCode.TOO_MANY_PIXELS

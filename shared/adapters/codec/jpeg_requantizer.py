@@ -93,8 +93,10 @@ class JpegRequantizer:
                 header.icc_profile,
                 optimize_huffman=True,
                 # libjpeg counts too, as it reads: a file whose markers the count above read
-                # differently from libjpeg still stops at the limit.
+                # differently from libjpeg still stops at the limit. The pixel cap likewise,
+                # on the frame header libjpeg itself read.
                 max_scans=self._max_scans,
+                max_pixels=self._max_pixels,
             )
         except TooManyScans as exc:
             raise ImageFailure(ErrorCode.TOO_MANY_SCANS, f"the JPEG has {exc}") from exc
