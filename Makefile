@@ -15,7 +15,7 @@ NODE_STAMP := node_modules/.installed
 HOSTING_STAMP := hosting/vendor/.built
 CLI_STAMP := $(VENV)/.cli-installed
 
-.PHONY: help install system-deps up down status demo test unit lint typecheck bench clean apikey stage
+.PHONY: help install system-deps up down status demo test unit lint typecheck bench fuzz clean apikey stage
 
 help:
 	@echo "make demo   - start the local stack, process a sample CSV end to end, show the results"
@@ -25,6 +25,7 @@ help:
 	@echo "              (EMULATORS=firebase: Firestore started by firebase-tools instead of the Cloud CLI)"
 	@echo "make down   - stop exactly what make up started"
 	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
+	@echo "make fuzz   - fuzz the codec under ASan and UBSan (FUZZ_SECONDS per target, FUZZ_TARGETS)"
 	@echo "make apikey NAME=<client> - make an API key; prints it once and its API_KEYS entry"
 	@echo "make stage  - stage the four Cloud Functions into .build/functions, as deploy.sh ships them"
 
@@ -107,6 +108,14 @@ test: install lint typecheck
 
 bench: install
 	$(PY) -m bench.run
+
+# Coverage-guided fuzzing of the codec (fuzz/): libFuzzer on jpeg_requantize's C core, atheris on
+# the shipped and the general codec's entry points. Findings go to .build/fuzz/findings/; make
+# test runs a few seconds of each and every input kept in tests/data/fuzz/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= requantize,shipped,general
+fuzz: install
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) --targets $(FUZZ_TARGETS)
 
 clean: down
 	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache $(RUN_DIR) .build node_modules hosting/vendor hosting/openapi.yaml
