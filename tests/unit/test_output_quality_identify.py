@@ -12,10 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from jpeg_requantize import requantize
 
 from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
 from shared.config import Limits
+from shared.domain.quality import STANDARD_CHROMINANCE, STANDARD_LUMINANCE, ijg_table
 from shared.ports import ImageCodec
 from tests.unit.test_codec import encode, photo
 
@@ -58,3 +60,33 @@ def test_imagemagick_reads_half_the_source_quality(
 
     assert abs(int(measured) - round(source_quality / 2)) <= 1
     assert result.output_quality == (source_quality + 1) // 2
+
+
+@pytest.mark.parametrize("source_quality", [50, 75, 92])
+def test_optimal_huffman_tables_leave_what_imagemagick_reads_unchanged(
+    source_quality: int, tmp_path: Path
+) -> None:
+    identify = imagemagick_identify()
+    source = encode(photo(96, 64), "JPEG", quality=source_quality)
+    half = (source_quality + 1) // 2
+    tables = ijg_table(STANDARD_LUMINANCE, half), ijg_table(STANDARD_CHROMINANCE, half)
+    files = {
+        "standard": requantize(source, *tables),
+        "optimal": requantize(source, *tables, optimize_huffman=True),
+        "shipped": CODECS["shipped"].compress(source).data,
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.jpg").write_bytes(data)
+
+    read = {
+        name: subprocess.run(
+            [identify, "-format", "%Q", str(tmp_path / f"{name}.jpg")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for name in files
+    }
+
+    assert read["optimal"] == read["standard"] == read["shipped"]
+    assert len(files["optimal"]) < len(files["standard"])
