@@ -224,3 +224,33 @@ def test_a_valid_progression_with_too_many_scans_is_refused_too(path: str) -> No
     failure, _ = refused_in(codec, data)
 
     assert failure.code is ErrorCode.TOO_MANY_SCANS
+
+
+def comment_flood(segments: int) -> bytes:
+    """A real JPEG with `segments` empty comment segments between its SOI and the rest."""
+    jpeg = encode(photo(), "JPEG", quality=90)
+    return jpeg[:2] + b"\xff\xfe\x00\x02" * segments + jpeg[2:]
+
+
+@pytest.mark.parametrize("codec", CODECS.values(), ids=CODECS.keys())
+def test_a_flood_of_marker_segments_is_refused_before_any_marker_loop_walks_it(
+    codec: ImageCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the markers were parsed")
+
+    monkeypatch.setattr(Image, "open", no_parsing)
+    monkeypatch.setattr(requantizer_module, "read_jpeg_header", no_parsing)
+    flood = comment_flood(1_000_000)  # 4 MB: a few seconds in each Python marker loop
+
+    failure, seconds = refused_in(codec, flood)
+
+    assert failure.code is ErrorCode.TOO_MANY_SCANS
+    assert "more than 2,000 marker segments" in failure.message
+    assert seconds < 1.0
+
+
+def test_a_few_hundred_segments_are_fine() -> None:
+    result = build_codec(Limits()).compress(comment_flood(1_000))
+
+    assert result.width == 64

@@ -78,11 +78,14 @@ class JpegRequantizer:
         self._general = general
 
     def compress(self, data: bytes) -> CompressedImage:
+        if data.startswith(_JPEG_SIGNATURE):
+            # Before any marker is parsed in Python, here or in Pillow: a flood of scans or
+            # segments is refused before anything else walks it.
+            check_scan_count(data, self._max_scans)
         header = _requantizable_header(data)
         if header is None:
             return with_optimal_huffman_tables(self._general.compress(data))
         check_dimensions((header.width, header.height), self._max_pixels)
-        check_scan_count(data, self._max_scans)
         source_quality = estimate_jpeg_quality(header.quantization)
         quality = output_quality(source_quality)
         try:

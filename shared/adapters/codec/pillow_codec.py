@@ -76,6 +76,8 @@ ALLOWED_FORMATS: Final[tuple[str, ...]] = (
     *(("HEIF",) if _register_heif() else ()),
 )
 
+_JPEG_SOI: Final = b"\xff\xd8"
+
 # WebP describes smaller pictures than JPEG (dimensions.JPEG_MAX_SIDE).
 WEBP_MAX_SIDE: Final = 16_383
 
@@ -125,12 +127,13 @@ class PillowCodec:
             raise ImageFailure(ErrorCode.INTERNAL, "out of memory while decoding") from exc
 
     def _compress(self, data: bytes) -> CompressedImage:
+        if data.startswith(_JPEG_SOI):
+            # Before Pillow's own marker loop (Python, a few microseconds a segment) sees it.
+            check_scan_count(data, self._max_scans)
         # The context manager matters only for its end: the encoder below must run while the
         # source is still open, since a picture that needed no conversion *is* the source.
         with _open(data) as source:
             check_dimensions(source.size, self._max_pixels)
-            if source.format in ("JPEG", "MPO"):
-                check_scan_count(data, self._max_scans)
             source_format = "jpeg" if source.format in ("JPEG", "MPO") else str(source.format)
             source_format = source_format.lower()
             try:
