@@ -47,8 +47,8 @@ from shared.bootstrap import build_codec
 from shared.config import Limits
 
 path, which, transparent_cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
-limits = Limits(max_transparent_pixels=transparent_cap)
-codec = build_codec(limits) if which == "shipped" else PillowCodec(limits)
+limits = Limits(max_transparent_pixels=transparent_cap, optimal_huffman_tables=which == "optimal")
+codec = PillowCodec(limits) if which == "pillow" else build_codec(limits)
 clear = Image.new("RGBA", (64, 64))
 clear.putpixel((0, 0), (0, 0, 0, 0))
 for picture, kind in ((Image.new("RGB", (64, 64)), "JPEG"), (clear, "PNG")):
@@ -98,10 +98,12 @@ def peak_in_child(
         ("420.jpg", "shipped", "JpegRequantizer"),  # re-quantized in the DCT domain
         ("444.jpg", "shipped", "JpegRequantizer"),  # left to Pillow by the fast path
         ("420.jpg", "pillow", "PillowCodec"),
-        # Through Pillow, then given optimal Huffman tables in a second pass.
-        ("photo.png", "shipped", "JpegRequantizer"),
+        # With OPTIMAL_HUFFMAN_TABLES=1: the DCT path's second entropy pass, and a PNG through
+        # Pillow given optimal tables in a second pass once its picture is gone.
+        ("420.jpg", "optimal", "JpegRequantizer"),
+        ("photo.png", "optimal", "JpegRequantizer"),
     ],
-    ids=["4:2:0 fast path", "4:4:4 shipped", "4:2:0 pillow", "png shipped"],
+    ids=["4:2:0 fast path", "4:4:4 shipped", "4:2:0 pillow", "4:2:0 optimal", "png optimal"],
 )
 def test_peak_memory_of_a_12_megapixel_opaque_picture_is_within_1_5_times_its_decoded_size(
     photos: Path, name: str, which: str, path: str

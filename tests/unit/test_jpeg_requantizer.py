@@ -15,7 +15,7 @@ from shared.adapters.codec.jpeg_header import read_jpeg_header
 from shared.adapters.codec.jpeg_requantizer import JpegRequantizer
 from shared.adapters.codec.pillow_codec import PillowCodec
 from shared.bootstrap import build_codec
-from shared.config import Limits
+from shared.config import ConfigError, Limits, Settings
 from shared.domain.errors import ErrorCode, ImageFailure
 from shared.domain.model import CompressedImage
 from shared.domain.quality import STANDARD_CHROMINANCE, STANDARD_LUMINANCE, ijg_table
@@ -308,6 +308,10 @@ def test_optimal_huffman_tables_only_make_the_file_smaller() -> None:
 # --------------------------------------------------------------------------- Huffman tables
 
 
+# OPTIMAL_HUFFMAN_TABLES=1: off by default (BENCHMARKS.md has the throughput it costs).
+OPTIMAL = Limits(optimal_huffman_tables=True)
+
+
 def pixels(jpeg: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(jpeg)))
 
@@ -327,7 +331,7 @@ def test_the_dct_path_writes_optimal_huffman_tables_and_the_same_pixels() -> Non
         source, ijg_table(STANDARD_LUMINANCE, 45), ijg_table(STANDARD_CHROMINANCE, 45)
     )
 
-    result = build_codec(Limits()).compress(source)
+    result = build_codec(OPTIMAL).compress(source)
 
     assert is_optimal(result.data) and not is_optimal(standard)
     assert len(result.data) < len(standard)
@@ -350,7 +354,7 @@ def test_jpegs_the_general_codec_writes_get_optimal_tables_and_keep_their_pixels
     source = make()
     plain = PillowCodec(Limits()).compress(source)  # standard tables
 
-    result = build_codec(Limits()).compress(source)
+    result = build_codec(OPTIMAL).compress(source)
 
     assert (result.output_format, plain.output_format) == ("jpeg", "jpeg")
     assert is_optimal(result.data) and not is_optimal(plain.data)
@@ -368,7 +372,7 @@ def test_a_444_output_keeps_standard_tables_so_its_memory_stays_bounded() -> Non
     # Its coefficients would take 6 bytes a pixel, above the 1.5 x decoded RGB bound.
     source = encode(photo(200, 150), "JPEG", quality=90, subsampling="4:4:4")
 
-    result = build_codec(Limits()).compress(source)
+    result = build_codec(OPTIMAL).compress(source)
 
     assert result.data == PillowCodec(Limits()).compress(source).data
 
@@ -376,7 +380,25 @@ def test_a_444_output_keeps_standard_tables_so_its_memory_stays_bounded() -> Non
 def test_the_icc_profile_survives_the_second_pass() -> None:
     source = encode(photo(200, 150), "PNG", icc_profile=srgb_icc_profile())
 
-    result = build_codec(Limits()).compress(source)
+    result = build_codec(OPTIMAL).compress(source)
 
     assert reopen(result).info.get("icc_profile") == srgb_icc_profile()
     assert is_optimal(result.data)
+
+
+def test_by_default_both_paths_write_standard_tables() -> None:
+    photo_source = encode(photo(200, 150), "JPEG", quality=90)
+    png_source = encode(photo(200, 150), "PNG")
+    tables = ijg_table(STANDARD_LUMINANCE, 45), ijg_table(STANDARD_CHROMINANCE, 45)
+
+    shipped = build_codec(Limits())
+
+    assert shipped.compress(photo_source).data == requantize(photo_source, *tables)
+    assert shipped.compress(png_source).data == PillowCodec(Limits()).compress(png_source).data
+
+
+def test_optimal_huffman_tables_come_from_the_environment() -> None:
+    assert Settings.from_env({"OPTIMAL_HUFFMAN_TABLES": "1"}).limits.optimal_huffman_tables
+    assert not Settings.from_env({}).limits.optimal_huffman_tables
+    with pytest.raises(ConfigError):
+        Settings.from_env({"OPTIMAL_HUFFMAN_TABLES": "sometimes"})

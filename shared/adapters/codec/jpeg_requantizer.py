@@ -23,13 +23,15 @@ to the general codec, which decides what is wrong with it. The output is what th
 path writes: a baseline JPEG with the IJG tables of `output_quality(source quality)`, the ICC
 profile and no other metadata, the source's chroma sampling kept.
 
-Every JPEG this codec returns has optimal Huffman tables, computed for its own coefficients:
-they change no coefficient, so no pixel, and make photographs about 7% smaller than standard
-tables (BENCHMARKS.md). The DCT path writes them directly (libjpeg's second pass over
-coefficients it holds anyway); a JPEG the general codec wrote with standard tables is
-transcoded once more, losslessly (the same tables in and out), after the general codec has
-let its decoded picture go, so that memory stays within its bound (4:4:4 outputs, whose
-coefficients would take twice the decoded picture, keep standard tables).
+With `optimal_huffman_tables` (OPTIMAL_HUFFMAN_TABLES=1; off by default, since make bench
+put the DCT path below 1.7x Pillow-naive's throughput with them), every JPEG this codec
+returns has optimal Huffman tables, computed for its own coefficients: they change no
+coefficient, so no pixel, and make photographs about 6% smaller than standard tables
+(BENCHMARKS.md). The DCT path writes them directly (libjpeg's second pass over coefficients
+it holds anyway); a JPEG the general codec wrote with standard tables is transcoded once
+more, losslessly (the same tables in and out), after the general codec has let its decoded
+picture go, so that memory stays within its bound (4:4:4 outputs, whose coefficients would
+take twice the decoded picture, keep standard tables).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class JpegRequantizer:
     def __init__(self, limits: Limits, general: ImageCodec) -> None:
         self._max_pixels = limits.max_image_pixels
         self._max_scans = limits.max_jpeg_scans
+        self._optimal_huffman = limits.optimal_huffman_tables
         self._general = general
 
     def compress(self, data: bytes) -> CompressedImage:
@@ -84,7 +87,7 @@ class JpegRequantizer:
             check_scan_count(data, self._max_scans)
         header = _requantizable_header(data)
         if header is None:
-            return with_optimal_huffman_tables(self._general.compress(data))
+            return self._from_general(data)
         check_dimensions((header.width, header.height), self._max_pixels)
         source_quality = estimate_jpeg_quality(header.quantization)
         quality = output_quality(source_quality)
@@ -94,7 +97,7 @@ class JpegRequantizer:
                 ijg_table(STANDARD_LUMINANCE, quality),
                 ijg_table(STANDARD_CHROMINANCE, quality),
                 header.icc_profile,
-                optimize_huffman=True,
+                optimize_huffman=self._optimal_huffman,
                 # libjpeg counts too, as it reads: a file whose markers the count above read
                 # differently from libjpeg still stops at the limit. The pixel cap likewise,
                 # on the frame header libjpeg itself read.
@@ -105,7 +108,7 @@ class JpegRequantizer:
             raise ImageFailure(ErrorCode.TOO_MANY_SCANS, f"the JPEG has {exc}") from exc
         except Unsuitable as exc:
             log.debug("JPEG left to the general codec: %s", exc)
-            return with_optimal_huffman_tables(self._general.compress(data))
+            return self._from_general(data)
         except MemoryError as exc:
             raise ImageFailure(ErrorCode.INTERNAL, "out of memory while re-quantizing") from exc
         return CompressedImage(
@@ -120,6 +123,10 @@ class JpegRequantizer:
             output_quality=quality,
             animated=False,
         )
+
+    def _from_general(self, data: bytes) -> CompressedImage:
+        result = self._general.compress(data)
+        return with_optimal_huffman_tables(result) if self._optimal_huffman else result
 
 
 def with_optimal_huffman_tables(result: CompressedImage) -> CompressedImage:
