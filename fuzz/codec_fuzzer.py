@@ -28,7 +28,8 @@ with atheris.instrument_imports(include=["shared", "PIL"]):
 
 # A lower pixel cap than production's: a header claiming 50 megapixels would make each such
 # input a second's work and teach the fuzzer nothing the pixel-cap tests do not already show.
-LIMITS = Limits(max_image_pixels=2_000_000)
+# Optimal Huffman tables on, so that their second pass (off by default) is fuzzed too.
+LIMITS = Limits(max_image_pixels=2_000_000, optimal_huffman_tables=True)
 TARGET = os.environ.get("CODEC_FUZZ_TARGET", "shipped")
 CODEC = build_codec(LIMITS) if TARGET == "shipped" else PillowCodec(LIMITS)
 
