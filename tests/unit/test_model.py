@@ -108,6 +108,9 @@ class Task:
     envelope: Envelope
     runner: greenlet.greenlet
     paused_at: str = ""
+    # Its process died: whatever the code would still do on the way out (a `finally`, an
+    # `except BaseException` that tidies up) never happens, as with a SIGKILL.
+    dead: bool = False
     posted_ok_for: str | None = None  # a 2xx POST of this request's webhook, not yet recorded
 
 
@@ -181,14 +184,21 @@ class PipelineModel(RuleBasedStateMachine):
         task = self.by_runner.get(greenlet.getcurrent())
         if task is None:  # the model itself, or an upload: no pausing
             return target(*args, **kwargs)
+        if task.dead:
+            raise Crash
         task.paused_at = f"{port}.{method}"
         decision = self.main.switch()
         if decision == "crash before":
+            task.dead = True
             raise Crash
         try:
             result = target(*args, **kwargs)
+        except Crash:  # the call itself killed the process (a poisonous image)
+            task.dead = True
+            raise
         except Exception:
             if decision == "crash after":  # it happened (and failed); then the process died
+                task.dead = True
                 raise Crash from None
             raise
         if port == "webhooks" and isinstance(result, WebhookResponse) and result.ok:
@@ -201,6 +211,7 @@ class PipelineModel(RuleBasedStateMachine):
             # Checked at every write, not only between steps: a step may hold several.
             self.first_outcomes_stand()
         if decision == "crash after":
+            task.dead = True
             raise Crash
         return result
 
