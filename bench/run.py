@@ -32,6 +32,12 @@ from bench.cold_start import (
     render_cold_start_section,
 )
 from bench.pipeline import Figure, end_to_end_benchmark, upload_benchmark
+from bench.same_image import (
+    SAME_IMAGE_HEADING,
+    SameImageReport,
+    same_image_benchmark,
+    same_image_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,12 +56,15 @@ def render(figures: list[Figure]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["codec", "cold", "upload", "e2e"], default=None)
+    parser.add_argument(
+        "--only", choices=["codec", "cold", "upload", "e2e", "same-image"], default=None
+    )
     args = parser.parse_args()
     figures: list[Figure] = []
     codec: CodecReport | None = None
     cold: ColdStartReport | None = None
     huffman: HuffmanReport | None = None
+    same_image: SameImageReport | None = None
     with tempfile.TemporaryDirectory(prefix="imgsvc-bench-") as tmp:
         # First, while nothing else of ours runs: the codec figures are per core.
         if args.only in (None, "codec"):
@@ -72,6 +81,8 @@ def main() -> None:
             print(render(figures))
         if args.only in (None, "e2e"):
             figures += end_to_end_benchmark(Path(tmp))
+        if args.only in (None, "same-image"):
+            same_image = same_image_benchmark(Path(tmp))
     table = render(figures)
     print(table)
     machine = f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
@@ -88,6 +99,8 @@ def main() -> None:
             "the Firestore emulator (a JVM), the Storage emulator (Python), Redis, the gateway "
             "and the worker. The ideal counts only decoding and re-encoding with plain Pillow.\n"
         )
+    if same_image is not None:
+        sections[SAME_IMAGE_HEADING] = same_image_markdown(same_image)
     path = ROOT / "BENCHMARKS.md"
     path.write_text(
         "# Benchmarks\n\n"
@@ -113,7 +126,8 @@ def merge_sections(old: str, new: dict[str, str]) -> str:
             kept[heading] = ""
         elif heading is not None:
             kept[heading] += line
-    order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING] + [h for h in kept if h not in new]
+    order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING, SAME_IMAGE_HEADING]
+    order += [h for h in kept if h not in new]
     parts = []
     for heading in dict.fromkeys(order):
         if heading in new:
