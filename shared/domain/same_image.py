@@ -3,10 +3,12 @@
 A catalogue repeats itself: a brand's logo on every row, one photograph for several variants.
 Within a request, slots whose URLs are the same once normalised share one fetch and one
 compression: the first slot does the work and the others copy its outcome. Only what cannot
-change which resource a server returns is normalised (RFC 3986, section 6.2.2): the case of
-the scheme and host, a trailing dot on the host, the default port, the case of percent-escapes
-and escapes of unreserved characters, an empty path, and the fragment, which is never sent.
-The path's case and the query are kept as written: servers may tell them apart.
+change which resource a conforming server returns is normalised: what the fetcher sends the
+same way anyway (the case of the scheme and host, a trailing dot on the host, the default
+port, an empty path, and the fragment, which is never sent), and what RFC 3986 (section
+6.2.2) makes equivalent though it is sent as written (the case of percent-escapes, escapes of
+unreserved characters). The path's case and the query (but for its escapes) are kept as
+written: servers may tell them apart.
 
 Different URLs whose bytes turn out identical are compressed and stored once too, found by a
 SHA-256 of the fetched bytes.
