@@ -349,7 +349,10 @@ look. Why the wall time can grow: a slot that repeats a URL is queued with the o
 its original has no outcome yet, looks again only after `FOLLOW_WAIT` (3 s), released by the
 ticker (every second), so a variant on the row after its original settles seconds after it
 (the lag above) and the request's end waits for the last of them; a mirror whose bytes are
-being compressed for another slot polls the claim every 0.25 s, holding its worker slot."""
+being compressed for another slot polls the claim every 0.25 s, holding its worker slot. The
+waits overlap the rest of the request's work, so they lengthen it by about one wait at its
+end, not one per copy: most in short requests like these (a few seconds). Waking the copies
+when their original settles would remove it; that is not built."""
 
 
 def main() -> None:
