@@ -266,6 +266,7 @@ class FakeImages:
                         state=ImageState.PENDING,
                         shard=job.shard,
                         same_as=job.same_as,
+                        followers=job.followers,
                     )
                 )
             out.append(self.records[key])

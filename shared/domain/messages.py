@@ -59,8 +59,10 @@ class MaterializeSlice:
             "slice": {
                 "request_id": s.request_id,
                 "index": s.index,
+                # A job's followers come last, and only when it has some.
                 "jobs": [
                     [j.image_id, j.row, j.position, j.serial, j.url, j.shard, j.same_as]
+                    + ([list(j.followers)] if j.followers else [])
                     for j in s.jobs
                 ],
             }
@@ -81,8 +83,9 @@ class MaterializeSlice:
                 url=str(url),
                 shard=int(shard),
                 same_as=str(same_as) if same_as else None,
+                followers=tuple(str(f) for f in (followers[0] if followers else ())),
             )
-            for image_id, row, position, serial, url, shard, same_as in raw["jobs"]
+            for image_id, row, position, serial, url, shard, same_as, *followers in raw["jobs"]
         )
         slice_ = ImageSlice(request_id=request_id, index=int(raw["index"]), jobs=jobs)
         return cls(slice_, int(fields.get("round", 0)))
@@ -114,6 +117,29 @@ class ProcessImage:
 
     def dedup_key(self) -> str | None:
         return f"{self.request_id}/{self.image_id}/{self.round}"
+
+
+@dataclass(frozen=True)
+class CopyImage:
+    """The image this slot repeats has its outcome now: copy it (sent by the slot that did
+    the work, so that its repeats need not wait for their next look)."""
+
+    KIND: ClassVar[str] = "copy"
+    LANE: ClassVar[Lane] = Lane.IMAGES
+
+    request_id: str
+    image_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "image_id": self.image_id}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> CopyImage:
+        return cls(str(fields["request_id"]), str(fields["image_id"]))
+
+    def dedup_key(self) -> str | None:
+        # Another name than the slot's own task, which may still be waiting in the queue.
+        return f"{self.request_id}/{self.image_id}/copy"
 
 
 @dataclass(frozen=True)
@@ -188,11 +214,11 @@ class Sweep:
         return None
 
 
-Message = MaterializeSlice | ProcessImage | ShardSettled | DeliverWebhook | Sweep
+Message = MaterializeSlice | ProcessImage | CopyImage | ShardSettled | DeliverWebhook | Sweep
 
 KINDS: dict[str, type[Message]] = {
     kind.KIND: kind
-    for kind in (MaterializeSlice, ProcessImage, ShardSettled, DeliverWebhook, Sweep)
+    for kind in (MaterializeSlice, ProcessImage, CopyImage, ShardSettled, DeliverWebhook, Sweep)
 }
 
 

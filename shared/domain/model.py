@@ -67,6 +67,9 @@ class ImageJob:
     # The first slot of the request that names the same image (shared.domain.same_image):
     # this one copies its outcome instead of fetching it again.
     same_as: str | None = None
+    # The other way round: the first slots that repeat this one (at most FOLLOWERS_NOTED),
+    # told to copy its outcome as soon as it is recorded.
+    followers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class ImageRecord:
     state: ImageState
     shard: int = 0
     same_as: str | None = None
+    followers: tuple[str, ...] = ()
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None

@@ -14,6 +14,7 @@ from typing import Any, assert_never
 from shared import logs
 from shared.domain.errors import RetryLater
 from shared.domain.messages import (
+    CopyImage,
     DeliverWebhook,
     MalformedMessage,
     MaterializeSlice,
@@ -51,6 +52,8 @@ def handle(services: Services, message: Message, *, redelivered: bool = False) -
             count_first = redelivered or round_ > 0
             state = process_image(services, request_id, image_id, count_first=count_first)
             return {"state": state.value}
+        case CopyImage(request_id, image_id):
+            return {"state": process_image(services, request_id, image_id).value}
         case ShardSettled(request_id, _shard):
             return {"finalized": on_shard_settled(services, request_id)}
         case DeliverWebhook(request_id):

@@ -23,6 +23,29 @@ SLICE_JOBS = 500
 SLICE_BYTES = 256 * 1024
 # Rough JSON overhead of one job besides its URL and serial (ids, numbers, quotes).
 JOB_OVERHEAD = 56
+# The repeats of an image that its first slot tells when it settles; later ones look for
+# themselves (a logo on every row would otherwise make one slot's list unbounded).
+FOLLOWERS_NOTED = 100
+# JSON size of one follower's id in a job.
+FOLLOWER_BYTES = 14
+
+
+def _repeats(table: ProductTable) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """For each slot that repeats an earlier one, the first slot naming the same image; for
+    each first slot, the first FOLLOWERS_NOTED slots that repeat it."""
+    first_of: dict[str, str] = {}  # image key -> the first slot that names it
+    same_as: dict[str, str] = {}
+    followers: dict[str, list[str]] = {}
+    for row in table.rows:
+        for position, url in enumerate(row.urls):
+            slot = image_id(row.index, position)
+            first = first_of.setdefault(image_key(url), slot)
+            if first != slot:
+                same_as[slot] = first
+                noted = followers.setdefault(first, [])
+                if len(noted) < FOLLOWERS_NOTED:
+                    noted.append(slot)
+    return same_as, followers
 
 
 def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
@@ -31,15 +54,15 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
     index = 0
     shards = shard_count(table.url_count)
     ordinal = 0
-    first_of: dict[str, str] = {}  # image key -> the first slot that names it
+    same_as, followers = _repeats(table)
     for row in table.rows:
         for position, url in enumerate(row.urls):
-            job_size = len(url) + len(row.serial) + JOB_OVERHEAD
+            slot = image_id(row.index, position)
+            noted = tuple(followers.get(slot, ()))
+            job_size = len(url) + len(row.serial) + JOB_OVERHEAD + FOLLOWER_BYTES * len(noted)
             if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
                 yield ImageSlice(request_id, index, tuple(jobs))
                 jobs, size, index = [], 0, index + 1
-            slot = image_id(row.index, position)
-            first = first_of.setdefault(image_key(url), slot)
             jobs.append(
                 ImageJob(
                     request_id=request_id,
@@ -49,7 +72,8 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
                     serial=row.serial,
                     url=url,
                     shard=shard_of(ordinal, shards),
-                    same_as=first if first != slot else None,
+                    same_as=same_as.get(slot),
+                    followers=noted,
                 )
             )
             size += job_size

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
+from shared.domain.messages import CopyImage
 from shared.domain.model import ImageRecord, ImageState, Recorded
 from shared.domain.same_image import content_key
 from shared.ports import Attempt
@@ -29,8 +30,11 @@ RETRY_CAP = 300.0
 # stays there (plus jitter, so that the tasks turned away together do not return together).
 SLOT_WAIT = 2.0
 BUSY_RETRY = 5.0
-# How long a slot that names the same image as another waits before it looks again.
+# How long a slot that names the same image as another waits before it looks again: soon
+# when nothing will tell it; later when the slot doing the work will (a CopyImage message as
+# soon as it records its outcome), so that the look is only the fallback for a lost message.
 FOLLOW_WAIT = 3.0
+FOLLOW_WAIT_TOLD = 30.0
 # How long a claim to compress some bytes holds before another may take it over (its holder
 # died): well above the compression of the largest picture.
 CONTENT_LEASE = 120.0
@@ -73,8 +77,9 @@ def process_image(
             return ImageState.FAILED
         if record.state.terminal:
             # A duplicate, or a task redelivered after its outcome was written: tell the
-            # finaliser again, in case the first telling was lost with its worker.
-            services.events.shard_settled(request_id, record.shard)
+            # finaliser (and the repeats) again, in case the first telling was lost with its
+            # worker.
+            _tell_finaliser(services, record, None)
             return record.state
         if record.same_as is not None:
             # Another slot names the same image: it does the work, this one copies it.
@@ -95,7 +100,11 @@ def _follow(services: Services, record: ImageRecord) -> ImageState:
     no attempt: nothing was tried, so a slow original never runs its copies out of attempts."""
     first = services.images.get(record.request_id, record.same_as or "")
     if first is None or not first.state.terminal:
-        raise RetryLater(f"waiting for {record.same_as}, the same image", after_seconds=FOLLOW_WAIT)
+        told = first is not None and record.image_id in first.followers
+        raise RetryLater(
+            f"waiting for {record.same_as}, the same image",
+            after_seconds=FOLLOW_WAIT_TOLD if told else FOLLOW_WAIT,
+        )
     attempt = Attempt(record.attempts, record.version, record.shard)
     output = first.stored_output()
     if output is not None:
@@ -144,7 +153,10 @@ def _give_up(services: Services, record: ImageRecord) -> ImageState:
 
 def _tell_finaliser(services: Services, record: ImageRecord, recorded: Recorded | None) -> None:
     """The finaliser needs to hear only when a tally's last image settled (or, when another
-    copy recorded the outcome first, again: its telling may have been lost)."""
+    copy recorded the outcome first, again: its telling may have been lost). The slots that
+    repeat this one are told each time: a copy that finds its outcome recorded does nothing."""
+    if record.followers:
+        services.queue.send([CopyImage(record.request_id, f) for f in record.followers])
     if recorded is None or recorded.shard_settled:
         services.events.shard_settled(record.request_id, record.shard)
 

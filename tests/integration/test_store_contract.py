@@ -543,10 +543,15 @@ def test_a_claim_on_some_bytes_is_released_or_taken_over_when_its_lease_ends(
     assert taken.mine
 
 
-def test_a_repeat_remembers_which_slot_it_repeats(stores: Stores) -> None:
+def test_a_repeat_remembers_which_slot_it_repeats_and_the_first_slot_its_repeats(
+    stores: Stores,
+) -> None:
     request_id = new_request(stores, 2)
     first_job, second_job = jobs(request_id, 2)
+    first_job = dataclasses.replace(first_job, followers=(second_job.image_id,))
     repeat = dataclasses.replace(second_job, same_as=first_job.image_id)
     stores.images.create_missing([first_job, repeat])
     assert read(stores, request_id, repeat.image_id).same_as == first_job.image_id
+    assert read(stores, request_id, repeat.image_id).followers == ()
     assert read(stores, request_id, first_job.image_id).same_as is None
+    assert read(stores, request_id, first_job.image_id).followers == (repeat.image_id,)

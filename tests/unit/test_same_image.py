@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
 from shared.domain.errors import RetryLater
+from shared.domain.messages import CopyImage, MaterializeSlice, from_payload, to_payload
 from shared.domain.model import ImageState
 from shared.domain.same_image import image_key
+from shared.entrypoints.tasks import handle
+from shared.usecases import fan_out
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.fan_out import materialize_slice
-from shared.usecases.process_image import process_image
+from shared.usecases.process_image import FOLLOW_WAIT, FOLLOW_WAIT_TOLD, process_image
 from tests.fakes import FakeCodec, FakeWorld, run_queue
 from tests.unit.test_use_cases import world
 
@@ -157,3 +161,85 @@ def test_the_same_bytes_in_another_request_are_stored_again() -> None:
     assert codec.calls == 2  # each request owns its outputs
     one, two = (w.images.get(r, "0000000-00") for r in (first, second))
     assert one is not None and two is not None and one.output_url != two.output_url
+
+
+def test_the_first_slot_tells_its_repeats_when_it_settles_so_they_do_not_wait() -> None:
+    w = world()
+    w.fetcher.answers["https://img.test/logo.jpg"] = b"logo"
+    rows = b"".join(b"%d,Item,https://img.test/logo.jpg\r\n" % (n + 1) for n in range(4))
+    request_id = accept_upload(w.services, HEADER + rows).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    copies = ["0000001-00", "0000002-00", "0000003-00"]
+    for copy in copies:  # the repeats come first: nothing to copy yet, so they wait
+        with pytest.raises(RetryLater):
+            process_image(w.services, request_id, copy)
+    w.queue.sent.clear()
+    assert process_image(w.services, request_id, "0000000-00") is ImageState.DONE
+    told = [m for m, _ in w.queue.sent if isinstance(m, CopyImage)]
+    assert told == [CopyImage(request_id, copy) for copy in copies]
+    for message in told:  # the copies' tasks, as the queue hands them out
+        handle(w.services, from_payload(to_payload(message)))
+    first = w.images.get(request_id, "0000000-00")
+    assert first is not None
+    for copy in copies:
+        record = w.images.get(request_id, copy)
+        assert record is not None and record.state is ImageState.DONE
+        assert record.output_url == first.output_url
+    assert w.fetcher.calls == ["https://img.test/logo.jpg"]
+
+
+def test_a_repeat_that_will_be_told_looks_again_later_than_one_that_will_not() -> None:
+    w = world()
+    w.fetcher.answers["https://img.test/logo.jpg"] = b"logo"
+    noted = fan_out.FOLLOWERS_NOTED
+    fan_out.FOLLOWERS_NOTED = 1
+    try:
+        rows = b"".join(b"%d,Item,https://img.test/logo.jpg\r\n" % (n + 1) for n in range(3))
+        request_id = accept_upload(w.services, HEADER + rows).request_id
+    finally:
+        fan_out.FOLLOWERS_NOTED = noted
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    first = w.images.get(request_id, "0000000-00")
+    assert first is not None and first.followers == ("0000001-00",)
+    waits = {}
+    for copy in ("0000001-00", "0000002-00"):
+        with pytest.raises(RetryLater) as later:
+            process_image(w.services, request_id, copy)
+        waits[copy] = later.value.after_seconds
+    assert waits == {"0000001-00": FOLLOW_WAIT_TOLD, "0000002-00": FOLLOW_WAIT}
+    process_image(w.services, request_id, "0000000-00")
+    sent = [m for m, _ in w.queue.sent if isinstance(m, CopyImage)]
+    assert sent == [CopyImage(request_id, "0000001-00")]  # the one beyond the list looks itself
+
+
+def test_a_redelivered_first_slot_tells_its_repeats_again() -> None:
+    """Its worker may have died between recording the outcome and telling them."""
+    w = world()
+    rows = HEADER + b"1,Chair,https://img.test/a.jpg\r\n2,Desk,https://img.test/a.jpg\r\n"
+    request_id = accept_upload(w.services, rows).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    process_image(w.services, request_id, "0000000-00")
+    w.queue.sent.clear()
+    process_image(w.services, request_id, "0000000-00", count_first=True)
+    assert [m for m, _ in w.queue.sent if isinstance(m, CopyImage)] == [
+        CopyImage(request_id, "0000001-00")
+    ]
+
+
+def test_a_slice_keeps_its_jobs_followers_through_the_queue_and_old_slices_still_read() -> None:
+    w = world()
+    rows = HEADER + b'1,Chair,"https://img.test/a.jpg,https://img.test/b.jpg"\r\n'
+    rows += b"2,Desk,https://img.test/a.jpg\r\n"
+    accept_upload(w.services, rows)
+    image_slice = w.queue.slices.pop(0)
+    payload = to_payload(MaterializeSlice(image_slice))
+    again = from_payload(payload)
+    assert isinstance(again, MaterializeSlice) and again.slice == image_slice
+    assert image_slice.jobs[0].followers == ("0000001-00",)
+    # A slice queued before followers existed: seven fields a job.
+    old = json.loads(json.dumps(payload))
+    old["slice"]["jobs"] = [job[:7] for job in old["slice"]["jobs"]]
+    read = from_payload(old)
+    assert isinstance(read, MaterializeSlice)
+    assert [j.followers for j in read.slice.jobs] == [(), (), ()]
+    assert [j.same_as for j in read.slice.jobs] == [None, None, "0000000-00"]
