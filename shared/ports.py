@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -183,8 +183,9 @@ class ImageRepository(Protocol):
         """How many image records exist (materialised so far)."""
         ...
 
-    def iterate(self, request_id: str) -> Iterator[ImageRecord]:
-        """Every image of the request in input order."""
+    def get_many(self, request_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        """The images of these ids that exist, in the order given: read by id, with no
+        query (the finaliser knows every id from the uploaded CSV's rows)."""
         ...
 
     def page(

@@ -449,7 +449,12 @@ class FakeImages:
         return len(self._of(request_id))
 
     @atomic
+    def get_many(self, request_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        return [self.records[(request_id, i)] for i in image_ids if (request_id, i) in self.records]
+
+    @atomic
     def iterate(self, request_id: str) -> Iterator[ImageRecord]:
+        """Every image of the request in input order (for tests to look at)."""
         return iter(self._of(request_id))
 
     @atomic

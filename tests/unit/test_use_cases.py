@@ -231,6 +231,30 @@ def test_output_csv_keeps_order_and_leaves_an_empty_slot_for_a_failed_image() ->
     assert rows[2][3] == f"{base}/2-1.jpg"
 
 
+def test_a_request_larger_than_one_read_of_the_finaliser_has_every_slot_in_place() -> None:
+    # 2,100 images in rows of 3: the finaliser reads about 1,000 at a time, never splitting
+    # a row, so reads end at rows' boundaries that are not multiples of 1,000.
+    w = world()
+    rows = []
+    for row in range(700):
+        urls = [f"https://img.test/{row}/{n}.jpg" for n in range(3)]
+        for n, url in enumerate(urls):
+            broken = (row * 3 + n) % 7 == 0
+            w.fetcher.answers[url] = b"broken" if broken else f"{row}-{n}".encode()
+        rows.append(f'S{row},P{row},"{",".join(urls)}"\r\n')
+    csv_bytes = b"Serial Number,Product Name,Input Image Urls\r\n" + "".join(rows).encode()
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    run_queue(w)
+    base = f"https://storage.test/out/outputs/{request_id}"
+    table = output_rows(w, request_id)
+    assert len(table) == 701
+    for row, cells in enumerate(table[1:]):
+        assert cells[0] == f"S{row}"
+        assert cells[3].split(",") == [
+            "" if (row * 3 + n) % 7 == 0 else f"{base}/S{row}-{n + 1}.jpg" for n in range(3)
+        ]
+
+
 def test_the_output_csv_is_streamed_row_by_row_to_storage() -> None:
     w = world()
     request_id = accept_upload(w.services, CSV).request_id
