@@ -31,6 +31,13 @@ from bench.cold_start import (
     cold_start_markdown,
     render_cold_start_section,
 )
+from bench.finalise import (
+    FINALISE_HEADING,
+    FinaliseReport,
+    finalise_benchmark,
+    finalise_markdown,
+    render_finalise_section,
+)
 from bench.pipeline import Figure, end_to_end_benchmark, upload_benchmark
 from bench.same_image import (
     SAME_IMAGE_HEADING,
@@ -57,7 +64,9 @@ def render(figures: list[Figure]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--only", choices=["codec", "cold", "upload", "e2e", "same-image"], default=None
+        "--only",
+        choices=["codec", "cold", "upload", "e2e", "same-image", "finalise"],
+        default=None,
     )
     args = parser.parse_args()
     figures: list[Figure] = []
@@ -65,6 +74,7 @@ def main() -> None:
     cold: ColdStartReport | None = None
     huffman: HuffmanReport | None = None
     same_image: SameImageReport | None = None
+    finalise: FinaliseReport | None = None
     with tempfile.TemporaryDirectory(prefix="imgsvc-bench-") as tmp:
         # First, while nothing else of ours runs: the codec figures are per core.
         if args.only in (None, "codec"):
@@ -83,6 +93,9 @@ def main() -> None:
             figures += end_to_end_benchmark(Path(tmp))
         if args.only in (None, "same-image"):
             same_image = same_image_benchmark(Path(tmp))
+        if args.only in (None, "finalise"):
+            finalise = finalise_benchmark(Path(tmp))
+            print(render_finalise_section(finalise))
     table = render(figures)
     print(table)
     machine = f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
@@ -101,6 +114,8 @@ def main() -> None:
         )
     if same_image is not None:
         sections[SAME_IMAGE_HEADING] = same_image_markdown(same_image)
+    if finalise is not None:
+        sections[FINALISE_HEADING] = finalise_markdown(finalise)
     path = ROOT / "BENCHMARKS.md"
     path.write_text(
         "# Benchmarks\n\n"
@@ -126,7 +141,7 @@ def merge_sections(old: str, new: dict[str, str]) -> str:
             kept[heading] = ""
         elif heading is not None:
             kept[heading] += line
-    order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING, SAME_IMAGE_HEADING]
+    order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING, SAME_IMAGE_HEADING, FINALISE_HEADING]
     order += [h for h in kept if h not in new]
     parts = []
     for heading in dict.fromkeys(order):
