@@ -137,11 +137,13 @@ class Stack(Processes):
         self.env["STORAGE_EMULATOR_HOST"] = url
         return url
 
-    def start_redis(self) -> str:
+    def start_redis(self, port: int | None = None) -> str:
+        """A Redis that keeps nothing across a restart. `port`: start it again where it was
+        (the fault tests restart the broker empty under the workers' feet)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError("redis-server is not installed (Debian package: redis-server)")
-        port = free_port()
+        port = port or free_port()
         self.spawn(
             "redis",
             [
@@ -187,8 +189,14 @@ class Stack(Processes):
         return int((self.run_dir / f"{name}.pid").read_text())
 
     def start_worker(
-        self, concurrency: int | None = None, extra_env: Mapping[str, str] | None = None
+        self,
+        concurrency: int | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        app: str = "local_profile.worker",
     ) -> Service:
+        """The Celery worker, supervised. `app` names the module holding the Celery app: the
+        fault tests start one of their own that wraps this one (tests/e2e/faults/poison.py)."""
         ready_file = self.run_dir / "worker.ready"
         ready_file.unlink(missing_ok=True)
         concurrency = (
@@ -197,7 +205,7 @@ class Stack(Processes):
         # No -B: the ticker (start_ticker) releases delayed work and sweeps, in a process of
         # its own that the death of the worker's children cannot take along.
         argv = [
-            sys.executable, "-m", "celery", "-A", "local_profile.worker", "worker",
+            sys.executable, "-m", "celery", "-A", app, "worker",
             "-Q", "control,images", "-c", str(concurrency),
             "--loglevel", self.setting("LOG_LEVEL") or "INFO", "-n", f"imgsvc-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle",
@@ -245,7 +253,9 @@ class Stack(Processes):
 
     # The emulated cloud profile.
 
-    def start_tasks_emulator(self) -> str:
+    def start_tasks_emulator(self, port: int | None = None) -> str:
+        """gcloud-tasks-emulator, which keeps its queues in memory. `port`: start it again
+        where it was, empty (a fault test)."""
         binary = TASKS_VENV / "bin" / "gcloud-tasks-emulator"
         if not binary.exists():
             raise StackError(f"{binary} is missing: run `make install` (it needs protobuf<5)")
@@ -256,7 +266,7 @@ class Stack(Processes):
             settings.cloud_tasks_queue,
             settings.cloud_tasks_webhook_queue,
         ]
-        port = free_port()
+        port = port or free_port()
         argv = [str(binary), "start", "-p", str(port)]
         for queue in queues:
             argv += ["-d", f"{location}/queues/{queue}"]
@@ -268,15 +278,27 @@ class Stack(Processes):
     def _settings(self) -> Settings:
         return Settings.from_env({**os.environ, **self.env})
 
-    def start_function(self, name: str, port: int, staged: Path, env: Mapping[str, str]) -> str:
+    def start_function(
+        self,
+        name: str,
+        port: int,
+        staged: Path,
+        env: Mapping[str, str],
+        source: Path | None = None,
+    ) -> str:
         """One function from its staged folder under functions-framework, the way Cloud Run
         serves it: in an environment built from the folder's own requirements.txt (the codec
-        wheel included), with only the folder's own copy of shared/ importable."""
+        wheel included), with only the folder's own copy of shared/ importable. `source`: a
+        file served instead of main.py, copied beside it (a fault test's hook around it)."""
         from scripts.stage_functions import function_runtime
 
         binary = function_runtime(staged / name) / "bin" / "functions-framework"
+        entry = staged / name / "main.py"
+        if source is not None:
+            entry = staged / name / source.name
+            shutil.copyfile(source, entry)
         argv = [
-            str(binary), "--target", name, "--source", str(staged / name / "main.py"),
+            str(binary), "--target", name, "--source", str(entry),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         # Supervised as Cloud Run replaces an instance that died.
@@ -291,10 +313,13 @@ class Stack(Processes):
         self.wait(f"fn-{name}", lambda: tcp_open(port), 60)
         return url
 
-    def start_cloud_profile(self, gateway_port: int | None = None) -> str:
+    def start_cloud_profile(
+        self, gateway_port: int | None = None, sources: Mapping[str, Path] | None = None
+    ) -> str:
         """The four functions from their staged folders, Cloud Tasks emulated, stand-ins for
         Eventarc's Firestore trigger and Cloud Scheduler's sweep job, and a Hosting stand-in
-        on the gateway port."""
+        on the gateway port. `sources`: per function, a file served instead of its main.py
+        (see start_function)."""
         from scripts.stage_functions import FUNCTIONS, stage_all
 
         staged = self.run_dir / "functions"
@@ -311,7 +336,7 @@ class Stack(Processes):
             "LOG_FORMAT": "json",
         }
         for name in FUNCTIONS:
-            self.start_function(name, ports[name], staged, env)
+            self.start_function(name, ports[name], staged, env, (sources or {}).get(name))
         ready_file = self.run_dir / "eventarc.ready"
         ready_file.unlink(missing_ok=True)
         self.spawn(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import signal
 import threading
 import time
 import uuid
@@ -211,40 +210,6 @@ def test_webhook_is_retried_until_the_receiver_accepts(
     assert {a["webhook-id"] for a in arrivals} == {f"msg_{request_id}"}
     for arrival in arrivals:
         Webhook(WEBHOOK_SECRET).verify(arrival["body"], arrival)
-
-
-def test_worker_killed_mid_request_still_completes_with_one_webhook(
-    live: Stack, gateway_url: str
-) -> None:
-    files = {
-        f"/slow{i}.jpg": (sample_images.photo_jpeg(320, 240, 85, seed=i), "image/jpeg")
-        for i in range(16)
-    }
-    with ImageHost(files, latency=0.4) as host:
-        lines = [f"{i},Item {i},{host.base_url}/slow{i}.jpg" for i in range(16)]
-        csv_bytes = ("Serial Number,Product Name,Input Image Urls\n" + "\n".join(lines)).encode()
-        request_id = upload(gateway_url, csv_bytes, f"{gateway_url}/webhook").json()["request_id"]
-        wait_for(
-            lambda: (
-                requests.get(f"{gateway_url}/status/{request_id}", timeout=10).json()["progress"][
-                    "done"
-                ]
-                >= 2
-            ),
-            60,
-            "the first images",
-        )
-        live.stop("worker", sig=signal.SIGKILL)
-        in_flight = requests.get(f"{gateway_url}/status/{request_id}", timeout=10).json()
-        assert in_flight["status"] == "in progress"
-        live.start_worker(concurrency=4)
-        status = wait_until_finished(gateway_url, request_id, timeout=120)
-    assert status["status"] == "completed"
-    assert status["progress"]["done"] == 16
-    wait_for(lambda: webhooks_for(gateway_url, request_id), 30, "the webhook")
-    time.sleep(3)
-    assert len(webhooks_for(gateway_url, request_id)) == 1
-    assert len(read_csv(status["csv_url"])) == 17
 
 
 def test_a_request_whose_queued_work_was_lost_still_completes(
