@@ -31,9 +31,9 @@ from bench.cold_start import (
     cold_start_markdown,
     render_cold_start_section,
 )
+from bench.cost import COST_HEADING, cost_benchmark, cost_markdown, render_cost_section
 from bench.finalise import (
     FINALISE_HEADING,
-    FinaliseReport,
     finalise_benchmark,
     finalise_markdown,
     render_finalise_section,
@@ -44,6 +44,12 @@ from bench.same_image import (
     SameImageReport,
     same_image_benchmark,
     same_image_markdown,
+)
+from bench.scale import (
+    SCALE_HEADING,
+    render_scale_section,
+    scale_benchmark,
+    scale_markdown,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["codec", "cold", "upload", "e2e", "same-image", "finalise"],
+        choices=["codec", "cold", "upload", "e2e", "same-image", "finalise", "cost", "scale"],
         default=None,
     )
     args = parser.parse_args()
@@ -74,7 +80,7 @@ def main() -> None:
     cold: ColdStartReport | None = None
     huffman: HuffmanReport | None = None
     same_image: SameImageReport | None = None
-    finalise: FinaliseReport | None = None
+    capacity: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="imgsvc-bench-") as tmp:
         # First, while nothing else of ours runs: the codec figures are per core.
         if args.only in (None, "codec"):
@@ -93,9 +99,7 @@ def main() -> None:
             figures += end_to_end_benchmark(Path(tmp))
         if args.only in (None, "same-image"):
             same_image = same_image_benchmark(Path(tmp))
-        if args.only in (None, "finalise"):
-            finalise = finalise_benchmark(Path(tmp))
-            print(render_finalise_section(finalise))
+        capacity = capacity_sections(args.only, Path(tmp))
     table = render(figures)
     print(table)
     machine = f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
@@ -114,8 +118,7 @@ def main() -> None:
         )
     if same_image is not None:
         sections[SAME_IMAGE_HEADING] = same_image_markdown(same_image)
-    if finalise is not None:
-        sections[FINALISE_HEADING] = finalise_markdown(finalise)
+    sections |= capacity
     path = ROOT / "BENCHMARKS.md"
     path.write_text(
         "# Benchmarks\n\n"
@@ -123,6 +126,26 @@ def main() -> None:
         "baseline measured in the same run, on the same machine.\n\n"
         + merge_sections(path.read_text() if path.exists() else "", sections)
     )
+
+
+def capacity_sections(only: str | None, work: Path) -> dict[str, str]:
+    """What a request costs and how it scales (issue 12): the finaliser at 100,000 images, the
+    cost of one image on the emulated cloud profile, per-image work at 1,000 to 100,000
+    images on the local profile (last: the largest request takes a quarter of an hour)."""
+    sections = {}
+    if only in (None, "finalise"):
+        finalise = finalise_benchmark(work)
+        print(render_finalise_section(finalise))
+        sections[FINALISE_HEADING] = finalise_markdown(finalise)
+    if only in (None, "cost"):
+        cost = cost_benchmark(work)
+        print(render_cost_section(cost))
+        sections[COST_HEADING] = cost_markdown(cost)
+    if only in (None, "scale"):
+        scale = scale_benchmark(work)
+        print(render_scale_section(scale))
+        sections[SCALE_HEADING] = scale_markdown(scale)
+    return sections
 
 
 CODEC_HEADING = "## Codec: JPEG to JPEG at half the quality"
@@ -142,6 +165,7 @@ def merge_sections(old: str, new: dict[str, str]) -> str:
         elif heading is not None:
             kept[heading] += line
     order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING, SAME_IMAGE_HEADING, FINALISE_HEADING]
+    order += [COST_HEADING, SCALE_HEADING]
     order += [h for h in kept if h not in new]
     parts = []
     for heading in dict.fromkeys(order):
