@@ -66,12 +66,13 @@ def check(outcome: Outcome) -> Row:
     )
 
 
-def assert_sound(outcome: Outcome) -> Row:
+def assert_sound(outcome: Outcome, seed: int | None = None) -> Row:
     row = check(outcome)
     assert not row.problems, (
         f"{outcome.scenario} ({outcome.profile}):\n  "
         + "\n  ".join(row.problems)
         + ("\nnotes: " + "; ".join(row.notes) if row.notes else "")
+        + (f"\n(replay with FAULT_SEED={seed})" if seed is not None else "")
     )
     return row
 
