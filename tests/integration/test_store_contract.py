@@ -277,6 +277,19 @@ def test_images_are_created_in_batches_of_500_and_only_once(stores: Stores) -> N
     assert stores.images.count(request_id) == 1200
 
 
+def test_a_slice_partly_materialised_gets_the_rest_and_keeps_what_exists(stores: Stores) -> None:
+    request_id = new_request(stores, 600)
+    all_jobs = jobs(request_id, 600)
+    stores.images.create_missing(all_jobs[100:300])
+    first = all_jobs[150].image_id
+    done(stores, begin(stores, request_id, first), request_id, first)
+    records = stores.images.create_missing(all_jobs)
+    assert [r.image_id for r in records] == [job.image_id for job in all_jobs]
+    assert [r.state for r in records].count(ImageState.DONE) == 1
+    assert records[150].state is ImageState.DONE
+    assert stores.images.count(request_id) == 600
+
+
 def test_concurrent_materialisations_of_one_slice_agree(stores: Stores) -> None:
     request_id = new_request(stores, 300)
     slice_jobs = jobs(request_id, 300)

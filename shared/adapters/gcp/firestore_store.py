@@ -339,14 +339,19 @@ class FirestoreImages:
         collection = self._collection(jobs[0].request_id)
         refs = [collection.document(job.image_id) for job in jobs]
         # At-least-once delivery means the same slice may be materialised twice, perhaps
-        # concurrently: read first, create what is missing, and if a concurrent copy won
-        # the race (the batch's create fails as a whole) read again.
-        for _ in range(3):
-            existing = {
-                snap.id: _image_from(snap.to_dict() or {}, snap.update_time)
-                for snap in self._db.get_all(refs)
-                if snap.exists
-            }
+        # concurrently. Usually none of its images exists yet, so the first try creates them
+        # all with no read (reading 500 documents that are not there costs a read each, as
+        # much as the image's own read when it is processed). If some exist, the batch's
+        # create fails as a whole: then read what exists and create what is missing, and read
+        # again if a concurrent copy won that race too.
+        existing: dict[str, ImageRecord] | None = {}
+        for _ in range(4):
+            if existing is None:
+                existing = {
+                    snap.id: _image_from(snap.to_dict() or {}, snap.update_time)
+                    for snap in self._db.get_all(refs)
+                    if snap.exists
+                }
             missing = [
                 (ref, job) for ref, job in zip(refs, jobs, strict=True) if ref.id not in existing
             ]
@@ -376,6 +381,7 @@ class FirestoreImages:
             try:
                 batch.commit()
             except gexc.Conflict:
+                existing = None
                 continue
             existing.update(created)
             return [existing[ref.id] for ref in refs]
