@@ -168,6 +168,16 @@ def render_faults_section(drilled: list[Drilled], pace: Pace, minutes: float, lo
     )
 
 
+def faults_markdown(run_dir: Path) -> str:
+    """The drill with default settings on both profiles, as BENCHMARKS.md's section."""
+    started = time.monotonic()
+    drilled = fault_drill(run_dir)
+    minutes = (time.monotonic() - started) / 60
+    section = render_faults_section(drilled, DEFAULTS, minutes, f"{os.getloadavg()[0]:.2f}")
+    print(section)
+    return section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", choices=PROFILES, action="append")

@@ -32,6 +32,8 @@ from bench.cold_start import (
     render_cold_start_section,
 )
 from bench.cost import COST_HEADING, cost_benchmark, cost_markdown, render_cost_section
+from bench.faults import HEADING as FAULTS_HEADING
+from bench.faults import faults_markdown
 from bench.finalise import (
     FINALISE_HEADING,
     finalise_benchmark,
@@ -71,7 +73,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["codec", "cold", "upload", "e2e", "same-image", "finalise", "cost", "scale"],
+        choices=[
+            "codec",
+            "cold",
+            "upload",
+            "e2e",
+            "same-image",
+            "finalise",
+            "cost",
+            "scale",
+            "faults",
+        ],
         default=None,
     )
     args = parser.parse_args()
@@ -100,6 +112,8 @@ def main() -> None:
         if args.only in (None, "same-image"):
             same_image = same_image_benchmark(Path(tmp))
         capacity = capacity_sections(args.only, Path(tmp))
+        # The fault drill (issue 8): the fault tests' scenarios with default settings.
+        faults = faults_markdown(Path(tmp) / "faults") if args.only in (None, "faults") else None
     table = render(figures)
     print(table)
     machine = f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
@@ -119,6 +133,8 @@ def main() -> None:
     if same_image is not None:
         sections[SAME_IMAGE_HEADING] = same_image_markdown(same_image)
     sections |= capacity
+    if faults is not None:
+        sections[FAULTS_HEADING] = faults
     path = ROOT / "BENCHMARKS.md"
     path.write_text(
         "# Benchmarks\n\n"
@@ -165,7 +181,7 @@ def merge_sections(old: str, new: dict[str, str]) -> str:
         elif heading is not None:
             kept[heading] += line
     order = [CODEC_HEADING, COLD_HEADING, PIPELINE_HEADING, SAME_IMAGE_HEADING, FINALISE_HEADING]
-    order += [COST_HEADING, SCALE_HEADING]
+    order += [COST_HEADING, SCALE_HEADING, FAULTS_HEADING]
     order += [h for h in kept if h not in new]
     parts = []
     for heading in dict.fromkeys(order):
