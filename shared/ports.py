@@ -165,9 +165,10 @@ class ImageRepository(Protocol):
         """Like record_done: a result already recorded by a duplicate task stands."""
         ...
 
-    def tally(self, request_id: str) -> Tally:
-        """The request's counts, summed over its tallies (shared.domain.tally): no image
-        document is read, however many there are."""
+    def tally(self, request_id: str, shards: int) -> Tally:
+        """The request's counts, summed over its `shards` tallies (shared.domain.tally, the
+        request's `tally_shards`), read by id: no image document is read, however many
+        there are."""
         ...
 
     def has_unsettled(self, request_id: str) -> bool:

@@ -420,8 +420,11 @@ class FakeImages:
         )
 
     @atomic
-    def tally(self, request_id: str) -> Tally:
+    def tally(self, request_id: str, shards: int) -> Tally:
         tallies = self.tallies.of.get(request_id, [])
+        # As strict as reading the tallies by id: a caller that names the wrong number of
+        # them would miss some, or read ones that do not exist.
+        assert shards == len(tallies), f"{request_id} has {len(tallies)} tallies, not {shards}"
         moments = [t.updated_at for t in tallies if t.updated_at is not None]
         return Tally(
             done=sum(t.done for t in tallies),

@@ -165,7 +165,9 @@ def fail_request(
         request,
         RequestStatus.FAILED,
         holder=holder,
-        progress=services.images.tally(request_id).progress(request.total_images),
+        progress=services.images.tally(request_id, request.tally_shards).progress(
+            request.total_images
+        ),
         error_code=code,
         error_message=message,
     )

@@ -68,7 +68,7 @@ def report_status(
     if request.final_progress is not None:
         progress = request.final_progress
     else:
-        tally = services.images.tally(request_id)
+        tally = services.images.tally(request_id, request.tally_shards)
         progress = tally.progress(request.total_images)
         if tally.updated_at is not None and tally.updated_at > updated_at:
             updated_at = tally.updated_at
@@ -82,7 +82,7 @@ def report_status(
             _with_fresh_urls(services, images), images[-1].image_id if len(images) == size else None
         )
         webhook = services.deliveries.get(request_id)
-        totals = (tally or services.images.tally(request_id)).bytes
+        totals = (tally or services.images.tally(request_id, request.tally_shards)).bytes
     if request.output_path:
         # The URL stored at completion may be a signed one near its end: every read gets a
         # URL minted now, from where the CSV is stored.

@@ -97,7 +97,7 @@ def _look_at_running(
     stall = timedelta(seconds=settings.stall_after)
     # The latest settled image (every settling counts in a tally), or the request's own
     # last write: when neither moved for `stall_after`, something was lost.
-    settled_at = services.images.tally(request.request_id).updated_at
+    settled_at = services.images.tally(request.request_id, request.tally_shards).updated_at
     last = max(settled_at or request.updated_at, request.updated_at)
     if now - last < stall:
         # Moving: nothing is lost (yet). Progress resets the backoff.

@@ -99,7 +99,7 @@ def test_the_adapters_read_and_write_through_it(db: firestore.Client) -> None:
     )
     failed = images.page(record.request_id, after=None, limit=10, state=ImageState.FAILED)
     assert [i.image_id for i in failed] == [jobs[1].image_id]
-    assert images.tally(record.request_id).progress(3).failed == 1
+    assert images.tally(record.request_id, record.tally_shards).progress(3).failed == 1
 
 
 def test_the_local_profile_completes_a_request_on_it(firebase_stack: Stack) -> None:

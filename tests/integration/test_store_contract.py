@@ -132,6 +132,13 @@ def jobs(request_id: str, count: int) -> list[ImageJob]:
     ]
 
 
+def tally_of(stores: Stores, request_id: str) -> Tally:
+    """The request's counts, read as the use cases read them: its own number of tallies."""
+    record = stores.requests.get(request_id)
+    assert record is not None
+    return stores.images.tally(request_id, record.tally_shards)
+
+
 def read(stores: Stores, request_id: str, image: str) -> Any:
     record = stores.images.get(request_id, image)
     assert record is not None
@@ -304,7 +311,7 @@ def test_progress_is_counted_in_the_tallies_once_per_settled_image(stores: Store
     all_jobs = jobs(request_id, 300)
     stores.images.create_missing(all_jobs)
     assert stores.images.has_unsettled(request_id)
-    assert stores.images.tally(request_id) == Tally(unsettled_shards=shard_count(300))
+    assert tally_of(stores, request_id) == Tally(unsettled_shards=shard_count(300))
     before = datetime.now(UTC) - timedelta(minutes=1)
     settled: list[Any] = []
     for job in all_jobs[:-1]:
@@ -323,7 +330,7 @@ def test_progress_is_counted_in_the_tallies_once_per_settled_image(stores: Store
         stores.images.record_failed(stale, request_id, all_jobs[0].image_id, code="t", message="x")
         is None
     )
-    tally = stores.images.tally(request_id)
+    tally = tally_of(stores, request_id)
     assert (tally.done, tally.failed) == (269, 30)
     assert (tally.source_bytes, tally.output_bytes) == (269, 269 * len(JPEG.data))
     assert tally.unsettled_shards == 1 and stores.images.has_unsettled(request_id)
@@ -334,7 +341,7 @@ def test_progress_is_counted_in_the_tallies_once_per_settled_image(stores: Store
     final = done(stores, begin(stores, request_id, last.image_id), request_id, last.image_id)
     assert final is not None and final.shard_settled and final.shard == last.shard
     assert not stores.images.has_unsettled(request_id)
-    assert stores.images.tally(request_id).progress(300) == Progress(300, 270, 30)
+    assert tally_of(stores, request_id).progress(300) == Progress(300, 270, 30)
 
 
 def test_a_duplicate_attempt_never_overwrites_a_recorded_result(stores: Stores) -> None:
@@ -543,13 +550,13 @@ def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
     assert copied is not None
     second = read(stores, request_id, second_job.image_id)
     assert (second.state, second.output_url, second.source_bytes) == (ImageState.DONE, "u", 7)
-    tally = stores.images.tally(request_id)
+    tally = tally_of(stores, request_id)
     assert (tally.done, tally.source_bytes, tally.unsettled_shards) == (2, 14, 0)
     # A copy onto a slot that has its outcome already is dropped, as any stale write.
     again = stores.images.record_copy(
         Attempt(1, None, second_job.shard), request_id, second_job.image_id, output=known.output
     )
-    assert again is None and stores.images.tally(request_id).done == 2
+    assert again is None and tally_of(stores, request_id).done == 2
 
 
 def test_a_claim_on_some_bytes_is_released_or_taken_over_when_its_lease_ends(

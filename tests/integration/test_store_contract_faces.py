@@ -12,7 +12,15 @@ import pytest
 
 from shared.domain.model import DeliveryAttempt, DeliveryState, ImageState, WebhookDelivery
 from tests.integration import test_store_contract as contract
-from tests.integration.test_store_contract import JPEG, Stores, begin, jobs, new_request, settle
+from tests.integration.test_store_contract import (
+    JPEG,
+    Stores,
+    begin,
+    jobs,
+    new_request,
+    settle,
+    tally_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +56,9 @@ def test_a_page_filtered_by_state_holds_only_that_state_in_input_order(stores: S
     assert len(pending) == 30 - 5 - 8
     assert all(r.state is ImageState.PENDING for r in pending)
     # The bytes of the done images only: sources as recorded, outputs JPEG's 10 bytes each.
-    totals = images.tally(request_id).bytes
+    totals = tally_of(stores, request_id).bytes
     assert (totals.source, totals.output) == (sum(r.row for r in done), 8 * len(JPEG.data))
-    empty = images.tally(new_request(stores, 1)).bytes
+    empty = tally_of(stores, new_request(stores, 1)).bytes
     assert (empty.source, empty.output) == (0, 0)
 
 

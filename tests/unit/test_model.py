@@ -406,7 +406,9 @@ class PipelineModel(RuleBasedStateMachine):
     @invariant()
     def progress_never_goes_back(self) -> None:
         for request_id in self.requests:
-            tally = self.world.images.tally(request_id)
+            record = self.world.requests.get(request_id)
+            assert record is not None
+            tally = self.world.images.tally(request_id, record.tally_shards)
             settled = tally.done + tally.failed
             assert settled >= self.progress_seen.get(request_id, 0)
             self.progress_seen[request_id] = settled

@@ -605,11 +605,17 @@ class FirestoreImages:
             .document(str(shard))
         )
 
-    def tally(self, request_id: str) -> Tally:
+    def tally(self, request_id: str, shards: int) -> Tally:
         tallies = self._db.collection(REQUESTS).document(request_id).collection(TALLY)
         done = failed = source = output = unsettled = 0
         latest: datetime | None = None
-        for snap in tallies.get():
+        # By id, not by a query over the collection: the same reads on Firestore, but the
+        # emulator answers every query by scanning the whole database (128 tallies took
+        # 86 ms instead of 34 beside 100,000 image documents), and the status of a running
+        # request reads them at every poll.
+        for snap in self._db.get_all([tallies.document(str(k)) for k in range(shards)]):
+            if not snap.exists:
+                continue
             data = snap.to_dict() or {}
             done += int(data.get("done", 0))
             failed += int(data.get("failed", 0))
