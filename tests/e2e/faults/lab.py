@@ -211,7 +211,6 @@ class Outcome:
 
     scenario: str
     profile: str
-    secret: str
     settings: Settings
     request_ids: list[str]
     # When the fault ended (time.time()); None for one that never ends (the poison image).
@@ -239,7 +238,6 @@ class Lab:
         self.pace = pace
         self.receiver = receiver
         self.settings = Settings.from_env(stack.env)
-        self.secret = stack.env["WEBHOOK_SECRET"]
         self.watcher = Watcher(stack.base_url)
         self.webhook_urls: dict[str, str] = {}
         self._hosts = 1
@@ -260,7 +258,7 @@ class Lab:
         if profile not in PROFILES:
             raise ValueError(f"profile is one of {PROFILES}, not {profile!r}")
         stack = Stack(run_dir, lab_env(profile, pace))
-        receiver = Receiver(hang=pace.hang).__enter__()
+        receiver = Receiver(stack.env["WEBHOOK_SECRET"], hang=pace.hang).__enter__()
         try:
             if firestore_host:
                 stack.env["FIRESTORE_EMULATOR_HOST"] = firestore_host
@@ -334,9 +332,7 @@ class Lab:
         """Wait for every request to end and its webhook to be accepted (or given up), then
         gather what a user sees of them."""
         deadline = time.monotonic() + self.pace.patience
-        outcome = Outcome(
-            scenario, self.profile, self.secret, self.settings, list(request_ids), fault_end
-        )
+        outcome = Outcome(scenario, self.profile, self.settings, list(request_ids), fault_end)
         for request_id in request_ids:
             while True:
                 status = self.status(request_id)

@@ -8,11 +8,27 @@ Which profile each applies to, and why not the other:
 - the worker's pool processes and its main process are the local profile's; in the cloud the
   process that dies mid-request is the `process_image` instance (functions-framework's
   gunicorn master and worker), which Cloud Run would replace: that is the cloud's
-  `image_workers_killed`;
-- the broker is Redis locally and the Cloud Tasks emulator in the cloud (in memory, so a
-  restart loses every queued and scheduled task; it retries a failed dispatch, connection
-  errors included, at once and forever);
+  `image_workers_killed`. There is no cloud counterpart of the worker's main process;
+- the broker is Redis locally and the Cloud Tasks emulator in the cloud. gcloud-tasks-emulator
+  (read, and run here) keeps its queues in memory, so a restart loses every queued and
+  scheduled task; it starts again on the same port at once; it dispatches one task at a time
+  per queue, with no timeout, and puts a dispatch that failed (any 4xx or 5xx, a refused or
+  reset connection) at the back of its queue, retried at once and forever (no backoff);
 - every other fault applies to both as it stands.
+
+What was found about the processes a fault hits:
+- Celery's pool processes die with their main process: celery.concurrency.prefork's
+  process_initializer asks the kernel for SIGKILL on the parent's death (PR_SET_PDEATHSIG).
+  `worker_main_killed` checks that none lives on as an orphan. The tasks they held stay
+  unacknowledged in Redis until CELERY_VISIBILITY_TIMEOUT, unless the sweeper re-drives
+  them first.
+- A pool process killed alone is replaced by the main process, and its task, acknowledged
+  late and rejected on a lost worker, is handed out again at once (marked redelivered).
+- "Storage unreachable" is the emulator stopped (SIGSTOP of its process group, SIGCONT after):
+  connections are accepted by the kernel and never answered, as a stalled server or a black
+  hole would. Killing and restarting it would lose the uploaded CSVs: the stacks run it
+  `--in-memory`, and its on-disk mode rewrites one JSON index of every object on each write,
+  not atomically, so a kill can leave a store that no longer loads.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
+from standardwebhooks.webhooks import Webhook
+
 # What a receiver does with one POST: answer 200 ("ok") or 503, "hang" (answer nothing for
 # longer than the sender waits, then 503), or "hold" (keep the POST open until the test
 # releases it, then answer 200: the test kills the sender meanwhile).
@@ -42,6 +44,10 @@ class Arrival:
     headers: dict[str, str]
     body: bytes
     sender_port: int
+    # What the standardwebhooks library made of it on arrival (as a receiver verifies: the
+    # library refuses a timestamp more than 5 minutes from its own clock), or why it refused.
+    payload: object = None
+    refused: str | None = None
     answered: int | None = None  # the status we answered (or tried to)
     # Set by the test that killed the process sending this POST: whatever we answered never
     # reached a live sender, so it accepted nothing.
@@ -78,7 +84,8 @@ class Receiver:
     """A webhook receiver whose behaviour is scripted per webhook URL (`url(script)`): each
     URL's n-th POST gets the script's n-th action, every POST after the script gets 200."""
 
-    def __init__(self, *, host: str = "127.0.0.1", hang: float = 5.0) -> None:
+    def __init__(self, secret: str, *, host: str = "127.0.0.1", hang: float = 5.0) -> None:
+        self.webhook = Webhook(secret)
         self.hang = hang
         self.arrivals: list[Arrival] = []
         self._scripts: dict[str, list[str]] = {}
@@ -131,6 +138,10 @@ class Receiver:
                 body=body,
                 sender_port=handler.client_address[1],
             )
+            try:
+                arrival.payload = self.webhook.verify(body, arrival.headers)
+            except Exception as exc:  # the library's own error, whatever its class
+                arrival.refused = f"{type(exc).__name__}: {exc}"
             self.arrivals.append(arrival)
             self._changed.notify_all()
         arrival.arrived.set()
