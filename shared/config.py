@@ -174,8 +174,10 @@ class Settings:
     finalize_url: str | None = None
     tasks_service_account: str | None = None
     # Celery (local profile): a task held by a worker that died is handed out again after the
-    # visibility timeout; kombu looks for such tasks every restore interval.
-    celery_visibility_timeout: float = 300.0
+    # visibility timeout; kombu looks for such tasks every restore interval. Short enough that
+    # a dead worker's tasks come back within the 2-minute promise (docs/decisions.md), long
+    # enough that no task runs past it (a copy of one that does is harmless: all idempotent).
+    celery_visibility_timeout: float = 60.0
     celery_restore_interval: float = 10.0
     # The sweeper (shared/usecases/sweep.py): a request in progress whose images have not
     # changed for `stall_after` is re-driven from Firestore; a hint (an image retry, a webhook
