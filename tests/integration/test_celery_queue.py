@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -79,3 +83,48 @@ def test_an_immediate_webhook_is_queued_at_once(queue) -> None:  # type: ignore[
     tasks.send([DeliverWebhook("r1")])
     assert client.llen(QUEUE_CONTROL) == 1
     assert client.zcard(DELAYED_KEY) == 0
+
+
+# A worker process that takes a task from `control` and is killed holding it, unacknowledged.
+TAKE_AND_DIE = """
+import os, signal, sys
+from shared.adapters.local.celery_queue import make_celery
+from shared.config import Settings
+with make_celery(Settings(redis_url=sys.argv[1])).connection_for_read() as connection:
+    assert connection.default_channel.basic_get("control", no_ack=False) is not None
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_every_look_of_kombus_hands_back_a_task_whose_worker_died(backing: Stack) -> None:
+    """A worker looks for tasks past their visibility timeout every CELERY_RESTORE_INTERVAL,
+    as configured, and hands them out again. kombu only really looks on one call in
+    `unacked_restore_throttle` (10 by default), which made the period ten times the setting:
+    a dead worker's tasks came back up to 100 s after their timeout instead of 10."""
+    url = backing.env["REDIS_URL"].rsplit("/", 1)[0] + "/6"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    settings = Settings(redis_url=url, celery_visibility_timeout=1, celery_restore_interval=1)
+    app = make_celery(settings)
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+
+        def look() -> None:  # what the worker's event loop calls every restore interval
+            channel.qos.restore_visible(
+                num=channel.unacked_restore_limit, interval=channel.unacked_restore_throttle
+            )
+
+        look()  # the first look, with nothing held
+        CeleryTaskQueue(app, client).send([DeliverWebhook("r1")])
+        died = subprocess.run(
+            [sys.executable, "-c", TAKE_AND_DIE, url],
+            cwd=Path(__file__).resolve().parents[2],
+            check=False,
+        )
+        assert died.returncode == -signal.SIGKILL
+        assert client.llen(QUEUE_CONTROL) == 0  # held by the dead worker
+        time.sleep(1.2)  # past its visibility timeout
+        look()  # the next look
+    (message,) = queued(client, QUEUE_CONTROL)
+    assert message["properties"]["delivery_info"]["redelivered"] is True
+    assert json.loads(base64.b64decode(message["body"]))[0][0]["request_id"] == "r1"

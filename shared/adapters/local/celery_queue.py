@@ -45,6 +45,9 @@ def celery_config(
             # A task whose worker died unacknowledged is handed out again after this long.
             "visibility_timeout": visibility_timeout,
             "unacked_restore_interval": restore_interval,
+            # kombu looks for such tasks only on one call in this many (10 by default), which
+            # made the real period ten restore intervals: every call looks.
+            "unacked_restore_throttle": 1,
             # A worker killed while restoring would otherwise block every restore for the
             # default five minutes.
             "unacked_mutex_expire": max(10, int(restore_interval * 10)),
