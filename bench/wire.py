@@ -25,6 +25,7 @@ import http.client
 import json
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -264,6 +265,7 @@ class HttpTap:
                 # A connection per request: the upstream may close an idle one at any moment.
                 connection = http.client.HTTPConnection(host, target_port, timeout=600)
                 forwarded = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                started = time.perf_counter()
                 try:
                     connection.request(self.command, self.path, body=body, headers=forwarded)
                     answer = connection.getresponse()
@@ -276,6 +278,8 @@ class HttpTap:
                     connection.close()
                 tap.counts.add(kind)
                 tap.counts.add(f"{kind} {answer.status // 100}xx")
+                # Milliseconds spent answering, for the mean time an invocation takes.
+                tap.counts.add(f"{kind} ms", round((time.perf_counter() - started) * 1000))
                 self.send_response(answer.status)
                 for name, value in answer.getheaders():
                     if name.lower() not in _HOP and name.lower() != "content-length":
