@@ -96,7 +96,7 @@ def fault_drill(
                     try:
                         drilled.append(_drilled(campaign.result(profile, scenario.key)))
                     except Exception as exc:  # a scenario that could not finish is a row too
-                        row = Row(scenario.key, profile, 0, 0, [], None, None, [f"{exc}"])
+                        row = Row(scenario.key, profile, 0, 0, 0, [], None, None, [f"{exc}"])
                         drilled.append(Drilled(scenario, row, float("nan"), 0))
         finally:
             campaign.close()
@@ -129,7 +129,7 @@ def render_line(d: Drilled, settings: Settings, pace: Pace) -> str:
     held = not row.problems and figure is not None and figure <= bound
     checks = "all held" if not row.problems else "; ".join(row.problems)
     return (
-        f"| {d.scenario.fault[row.profile]} | {row.profile} | {row.ended} / {row.submitted} | "
+        f"| {d.scenario.fault[row.profile]} | {row.profile} | {row.completed} / {row.submitted} | "
         f"{', '.join(str(n) for n in row.accepted) or '—'} | {_seconds(row.to_completion)} | "
         f"{_seconds(row.to_webhook)} | {bound_text}: {'yes' if held else 'NO'} | {checks} | "
         f"{'; '.join(row.notes)} |"
@@ -139,7 +139,7 @@ def render_line(d: Drilled, settings: Settings, pace: Pace) -> str:
 def render_faults_section(drilled: list[Drilled], pace: Pace, minutes: float, load: str) -> str:
     settings = Settings.from_env(dict(pace.settings))
     lines = [
-        "| Fault | Profile | Requests ended / submitted | Accepted webhooks per request | "
+        "| Fault | Profile | Requests completed / submitted | Accepted webhooks per request | "
         "Fault end → completed | Fault end → webhook accepted | Within the promise | "
         "Checks (tests/e2e/faults/checks.py) | What happened |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

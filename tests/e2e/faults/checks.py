@@ -27,6 +27,7 @@ class Row:
     profile: str
     submitted: int
     ended: int  # completed, or failed as a whole with a reason
+    completed: int
     accepted: list[int]  # webhook messages accepted with a 2xx, per request
     # From the fault's end to the last request's completion, and to its webhook's acceptance.
     to_completion: float | None
@@ -48,6 +49,7 @@ def check(outcome: Outcome) -> Row:
         profile=outcome.profile,
         submitted=len(outcome.request_ids),
         ended=ended,
+        completed=sum(1 for s in outcome.statuses.values() if s["status"] == "completed"),
         accepted=accepted,
         to_completion=_latest(
             [_epoch(s.get("completed_at")) for s in outcome.statuses.values()], outcome.fault_end
