@@ -37,7 +37,7 @@ class Row:
 
 
 def check(outcome: Outcome) -> Row:
-    problems: list[str] = []
+    problems = list(outcome.problems)  # what the scenario itself expected and did not see
     for request_id in outcome.request_ids:
         problems += [f"{request_id}: {p}" for p in _request_problems(outcome, request_id)]
     ended = sum(1 for s in outcome.statuses.values() if s["status"] in ("completed", "failed"))

@@ -99,6 +99,32 @@ def image_workers_killed(lab: Lab, rng: random.Random) -> Outcome:
     return outcome
 
 
+def image_workers_killed_while_storing(lab: Lab, rng: random.Random) -> Outcome:
+    """The processes die while their outputs are being stored: each holds the claim to
+    compress and store its image's bytes (shared.domain.same_image) when it dies, and the
+    image's next attempt must not wait for that claim's lease to run out."""
+    with _batch_host(lab) as host:
+        request_id = lab.submit(_one_per_row(host))
+        settled = _at_random_point(lab, rng, request_id)
+        lab.stop_storage()
+        try:
+            # The images being fetched now reach their store step and wait there.
+            time.sleep(LATENCY + rng.uniform(0.5, 1.5))
+            killed = lab.kill_image_workers()
+        finally:
+            lab.resume_storage()
+        fault_end = time.time()
+        was = lab.status(request_id)["status"]
+        outcome = lab.settle("image_workers_killed_while_storing", [request_id], fault_end)
+    outcome.notes.append(
+        f"Storage stopped after {settled} images settled, then {len(killed)} processes "
+        "SIGKILLed while they stored their outputs"
+    )
+    _expect_in_progress(lab, outcome, request_id, was)
+    _expect_all_done(outcome)
+    return outcome
+
+
 def worker_main_killed(lab: Lab, rng: random.Random) -> Outcome:
     with _batch_host(lab) as host:
         request_id = lab.submit(_one_per_row(host))
@@ -297,6 +323,14 @@ SCENARIOS = [
             "cloud": "the process_image instance SIGKILLed mid-request",
         },
         image_workers_killed,
+    ),
+    Scenario(
+        "image_workers_killed_while_storing",
+        {
+            "local": "every worker pool process SIGKILLed while storing its output",
+            "cloud": "the process_image instance SIGKILLed while storing its output",
+        },
+        image_workers_killed_while_storing,
     ),
     Scenario(
         "worker_main_killed",
