@@ -150,9 +150,9 @@ class ImageRepository(Protocol):
         self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
     ) -> ContentClaim:
         """Before compressing: the output already stored for these bytes within the request,
-        or the right to produce it (a lease until `until`, taken over when it expired), or
-        neither while another holder's lease is live. record_done with the same key stores
-        the output under it."""
+        or the right to produce it (a lease until `until`, taken over when it expired, and
+        given back at once to the holder that took it), or neither while another holder's
+        lease is live. record_done with the same key stores the output under it."""
         ...
 
     def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:

@@ -232,7 +232,11 @@ def _store_once(
     compressing the same bytes right now (its lease ends the wait if it died)."""
     request_id, image_id = record.request_id, record.image_id
     key = content_key(data)
-    holder = uuid.uuid4().hex
+    # Held in the image's name, not the attempt's: an attempt that follows one whose process
+    # died holding the claim takes it back at once instead of waiting out its lease (and
+    # burning the attempts the sweeper counts meanwhile). Two live copies of one image may
+    # then both compress it, into the same object: the first outcome recorded stands.
+    holder = image_id
     # Another slot compressing the same bytes right now is usually done in a moment: wait
     # here for it rather than fetch again later.
     for _ in range(CONTENT_POLLS):

@@ -576,6 +576,20 @@ def test_a_claim_on_some_bytes_is_released_or_taken_over_when_its_lease_ends(
     assert taken.mine
 
 
+def test_the_holder_of_a_claim_on_some_bytes_gets_it_back_at_once(stores: Stores) -> None:
+    # An image's next attempt after its process died holding the claim (the claim is held in
+    # the image's name): it must not wait for the lease its dead predecessor took.
+    request_id = new_request(stores, 1)
+    now = datetime.now(UTC)
+    key = "ef" * 32
+    lease = now + timedelta(seconds=120)
+    assert stores.images.claim_content(request_id, key, holder="img", until=lease, now=now).mine
+    assert not stores.images.claim_content(request_id, key, holder="x", until=lease, now=now).mine
+    again = stores.images.claim_content(request_id, key, holder="img", until=lease, now=now)
+    assert again.mine
+    assert not stores.images.claim_content(request_id, key, holder="x", until=lease, now=now).mine
+
+
 def test_a_repeat_remembers_which_slot_it_repeats_and_the_first_slot_its_repeats(
     stores: Stores,
 ) -> None:

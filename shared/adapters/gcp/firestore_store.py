@@ -561,9 +561,12 @@ class FirestoreImages:
             data = snap.to_dict() or {}
             if data.get("state") == DONE:
                 return ContentClaim(output=_stored_output_from(data))
-            if data.get("until") is not None and data["until"] > now:
+            live = data.get("until") is not None and data["until"] > now
+            if live and data.get("holder") != holder:
                 return ContentClaim()  # someone is compressing the same bytes right now
-            try:  # their lease ran out (they died): take it over, if nobody else did
+            # Ours again (our predecessor died holding it), or their lease ran out (they
+            # died): take it over, if nobody else did.
+            try:
                 ref.update(
                     {"holder": holder, "until": until},
                     option=_precondition(self._db, snap.update_time),
