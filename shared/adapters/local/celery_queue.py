@@ -57,6 +57,11 @@ def celery_config(
         # A worker killed mid-task must not count as "done": the message goes back.
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process builds its services (the Firestore and Storage clients, the codec)
+        # before it tells the main process it is up; Celery kills one that has not within
+        # 4 s, and on a loaded machine it kills every replacement in turn (the fault drill
+        # saw twenty in a row after the pool was killed). One that hangs is still caught.
+        "worker_proc_alive_timeout": 60.0,
         "task_default_queue": QUEUE_CONTROL,
         "task_serializer": "json",
         "accept_content": ["json"],
