@@ -45,6 +45,7 @@ class Campaign:
         self._firestore_host = firestore_host
         self._seed = seed
         self._on_result = on_result
+        self._closed = False
         self._futures: dict[tuple[str, str], Future[Ran]] = {
             (profile, s.key): Future() for profile, scenarios in plan.items() for s in scenarios
         }
@@ -70,8 +71,14 @@ class Campaign:
             return
         with self._lock:
             self.labs[profile] = lab
+            closed = self._closed
+        if closed:  # closed while the lab was starting
+            lab.close()
         for scenario in scenarios:
             future = self._futures[(profile, scenario.key)]
+            if self._closed:
+                future.set_exception(RuntimeError("the campaign was closed before it ran"))
+                continue
             chosen = self._seed()
             started = time.monotonic()
             try:
@@ -93,12 +100,16 @@ class Campaign:
             thread.join()
 
     def close(self) -> None:
-        self.wait()
+        """Stop every lab, even under a scenario still running (an interrupted drill): it then
+        fails at once, and so do the ones after it."""
         with self._lock:
+            self._closed = True
             labs = list(self.labs.values())
         for lab in labs:
             with contextlib.suppress(Exception):
                 lab.close()
+        for thread in self._threads:
+            thread.join(timeout=120)
 
 
 def accepted_once_each(lab: Lab) -> dict[str, int]:
