@@ -35,6 +35,13 @@ PROJECT = "demo-imgsvc"
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 # Who starts the Firestore emulator: the Cloud CLI's script, or firebase-tools.
 EMULATORS = ("gcloud", "firebase")
+# The Firestore emulator is a JVM sharing two cores with the worker. The quick C1 compiler
+# alone: the optimising one cost more CPU than the emulator's own work at our request rates
+# (a third of the CPU without it). G1, not the serial collector: the emulator keeps every
+# document in memory, and beside a request of 100,000 images the serial collector's full
+# collections stopped it for 0.5 to 1.5 s, which a status poll waited out; G1 made none, for
+# the same CPU (docs/decisions.md, "Local profile").
+EMULATOR_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseG1GC"
 
 
 def redis_answers(url: str) -> bool:
@@ -81,11 +88,8 @@ class Stack(Processes):
     def start_firestore(self) -> str:
         script = find_firestore_emulator()
         port = free_port()
-        # The emulator is a JVM: its optimising JIT compiler and parallel GC threads cost
-        # more CPU than the emulator's own work at our request rates (measured: a third of
-        # the CPU with the quick C1 compiler alone), and it shares two cores with the worker.
         java_options = " ".join(
-            [os.environ.get("JAVA_TOOL_OPTIONS", ""), "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"]
+            [os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]
         ).strip()
         self.spawn(
             "firestore",
@@ -109,7 +113,7 @@ class Stack(Processes):
         project = self.setting("GOOGLE_CLOUD_PROJECT") or PROJECT
         prepared = firebase_emulators.prepare(self.run_dir, project, jar)
         java_options = " ".join(
-            [os.environ.get("JAVA_TOOL_OPTIONS", ""), "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"]
+            [os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]
         ).strip()
         self.spawn(
             "firestore",
