@@ -156,15 +156,17 @@ def render_faults_section(drilled: list[Drilled], pace: Pace, minutes: float, lo
         "How to read it. The fault's end is the moment the process was killed or the broker "
         "restarted, the Storage emulator resumed, the receiver's last failure ended (its last "
         "503, or the sender's timeout on its hang), the image hosts' last misbehaving answer "
-        "began, or the poison image's last crash. Completed is the `completed_at` the service "
-        "recorded; webhook accepted, the receiver's 2xx to a live sender. The figure the "
-        "promise is about is the completion for faults of the processing, the webhook's "
+        "ended (the fetcher gave up on it, or it reset), or the poison image's last crash "
+        "(that fault never ends: an image that kills its worker on every attempt is failed, "
+        "`worker_lost`, and the rest of its request done). Completed is the `completed_at` "
+        "the service recorded; webhook accepted, the receiver's 2xx to a live sender. The "
+        "figure the promise is about is the completion for faults of the processing, the webhook's "
         "acceptance for faults of the webhook (the request was complete before them: "
         "`before the fault`). The promise: a request hit by any fault completes within 2 "
         "minutes of the fault's end, its webhook within that plus what the retry schedule or "
         'a dead sender\'s lease makes it wait (docs/decisions.md, "The sweeper", '
         '"Bounds"). The same scenarios run in `make test` with short settings '
-        "(tests/e2e/test_faults.py, test_faults_cloud.py); no figure here is asserted there.\n"
+        "(tests/e2e/test_faults.py); no figure here is asserted there.\n"
     )
 
 

@@ -257,7 +257,7 @@ def image_hosts_hostile(lab: Lab, rng: random.Random) -> Outcome:
         rows.append([host.url("/fine.jpg"), host.url("/reset-always.jpg"), host.url("/fine.jpg")])
         request_id = lab.submit(rows)
         outcome = lab.settle("image_hosts_hostile", [request_id], None)
-        outcome.fault_end = max(host.last_bad.values())
+        outcome.fault_end = max(host.bad_until.values())
     attempts = lab.settings.image_max_attempts
     for image in outcome.images[request_id]:
         if image["input_url"].endswith("/reset-always.jpg"):

@@ -8,6 +8,7 @@ able to make the receiver the fault.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import sys
@@ -69,6 +70,16 @@ def _reset(connection: socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0) rather than an orderly FIN."""
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     connection.close()
+
+
+def _closed_by_peer(connection: socket.socket) -> bool:
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class _Server(ThreadingHTTPServer):
@@ -220,8 +231,9 @@ class HostileHost:
         self.latency = latency
         self.hits: Counter[str] = Counter()
         self.last_hit: dict[str, float] = {}
-        # When each path last began to misbehave: after that, its next hit is served well.
-        self.last_bad: dict[str, float] = {}
+        # When each path last stopped misbehaving (its client gave up on it, or it reset):
+        # from then on its next hit is served well.
+        self.bad_until: dict[str, float] = {}
         self._lock = threading.Lock()
         hostile = self
 
@@ -235,9 +247,15 @@ class HostileHost:
                     number = hostile.hits[self.path]
                     actions = hostile.behaviours.get(self.path, [])
                     action = actions[number - 1] if number <= len(actions) else None
-                    if action is not None:
-                        hostile.last_bad[self.path] = time.time()
                 data = hostile.files.get(self.path)
+                try:
+                    self._serve(data, action)
+                finally:
+                    if action is not None:
+                        with hostile._lock:
+                            hostile.bad_until[self.path] = time.time()
+
+            def _serve(self, data: bytes | None, action: str | None) -> None:
                 if data is None:
                     self._answer(404, b"")
                 elif action is None:
@@ -246,7 +264,10 @@ class HostileHost:
                 elif action == "503":
                     self._answer(503, b"")
                 elif action == "hang":
-                    time.sleep(hostile.hang)
+                    # Nothing, until the fetcher gives up (or `hang` passes).
+                    deadline = time.monotonic() + hostile.hang
+                    while time.monotonic() < deadline and not _closed_by_peer(self.connection):
+                        time.sleep(0.05)
                     self.close_connection = True
                 else:
                     self._misbehave(action, data)
