@@ -24,6 +24,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import sys
 import threading
 import time
 from collections import Counter
@@ -236,6 +237,15 @@ def _relayed(call: Callable[[], Iterator[bytes]], context: grpc.ServicerContext)
         context.abort(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its idle keep-alive connection is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 # Hop-by-hop headers are the connection's own, never passed on.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 
@@ -307,8 +317,7 @@ class HttpTap:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
