@@ -409,7 +409,9 @@ invokers() {
 
 # The sweeper (shared/usecases/sweep.py): every minute, the `sweep` message to process_image
 # with an OIDC token of imgsvc-scheduler. Whatever a lost task or event left undone is found
-# again from Firestore. No retries: the next minute's run looks again anyway.
+# again from Firestore. No retries: the next minute's run looks again anyway. A job runs at
+# most once a minute, so the message asks for one more sweep half a minute later (a Cloud Task):
+# a sweep every 30 s, as the local ticker's SWEEP_INTERVAL, which the promised bounds assume.
 sweep_job() {
   local uri verb headers
   uri=$(function_url process_image)
@@ -420,7 +422,7 @@ sweep_job() {
   fi
   run gcloud scheduler jobs "$verb" http "$SWEEP_JOB" --location="$REGION" --project "$PROJECT_ID" \
     --schedule='* * * * *' --time-zone=Etc/UTC --uri="$uri" --http-method=POST "$headers" \
-    --message-body='{"kind":"sweep"}' --oidc-service-account-email="$SA_SCHEDULER" \
+    --message-body='{"kind":"sweep","again_in":30}' --oidc-service-account-email="$SA_SCHEDULER" \
     --oidc-token-audience="$uri" --attempt-deadline=300s --max-retry-attempts=0
 }
 

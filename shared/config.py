@@ -182,7 +182,8 @@ class Settings:
     # The sweeper (shared/usecases/sweep.py): a request in progress whose images have not
     # changed for `stall_after` is re-driven from Firestore; a hint (an image retry, a webhook
     # attempt) overdue by `sweep_grace` counts as lost. It runs every `sweep_interval` (the
-    # local ticker; Cloud Scheduler's job in production runs every minute).
+    # local ticker; in production Cloud Scheduler's job each minute, which asks for one more
+    # sweep half a minute later: deploy.sh).
     stall_after: float = 60.0
     sweep_grace: float = 30.0
     sweep_interval: float = 30.0

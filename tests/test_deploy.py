@@ -317,7 +317,8 @@ def test_the_sweeper_runs_every_minute_as_its_own_identity_on_process_image(
     assert uri == flag(job, "--oidc-token-audience")
     assert uri.startswith("https://process-image-") and uri.endswith(".europe-west1.run.app/")
     assert flag(job, "--http-method") == "POST"
-    assert json.loads(flag(job, "--message-body") or "") == {"kind": "sweep"}
+    # A job runs at most once a minute: the sweep asks for another half a minute later.
+    assert json.loads(flag(job, "--message-body") or "") == {"kind": "sweep", "again_in": 30}
     assert flag(job, "--headers") == "Content-Type=application/json"
     assert flag(job, "--oidc-service-account-email") == SCHEDULER
     created = [c for c in dry_run if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]

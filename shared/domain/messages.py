@@ -192,6 +192,10 @@ class DeliverWebhook:
         return f"{self.request_id}@{self.due}" if self.due else None
 
 
+# A sweep asks for another at most this long after itself (a Cloud Scheduler job's period).
+MAX_SWEEP_AGAIN_IN = 3600.0
+
+
 @dataclass(frozen=True)
 class Sweep:
     """Look through Firestore for work whose message was lost, and queue it again.
@@ -203,12 +207,19 @@ class Sweep:
     # Handled by `process_image` in production, like the fan-out work it re-drives.
     LANE: ClassVar[Lane] = Lane.FAN_OUT
 
+    # Seconds after which one more sweep (a plain one) should follow this one: Cloud
+    # Scheduler runs a job at most once a minute, and production sweeps twice a minute.
+    again_in: float = 0.0
+
     def fields(self) -> dict[str, Any]:
-        return {}
+        return {"again_in": self.again_in} if self.again_in else {}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> Sweep:
-        return cls()
+        again_in = float(fields.get("again_in") or 0.0)
+        if not 0.0 <= again_in <= MAX_SWEEP_AGAIN_IN:
+            raise ValueError(f"again_in between 0 and {MAX_SWEEP_AGAIN_IN:g}")
+        return cls(again_in)
 
     def dedup_key(self) -> str | None:
         return None

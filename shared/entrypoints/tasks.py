@@ -59,8 +59,8 @@ def handle(services: Services, message: Message, *, redelivered: bool = False) -
         case DeliverWebhook(request_id):
             delivered = deliver_webhook(services, request_id)
             return {"webhook": delivered.value if delivered else None}
-        case Sweep():
-            report = sweep(services)
+        case Sweep(again_in):
+            report = sweep(services, again_in=again_in)
             return {"looked_at": report.looked_at, "redriven": len(report.redriven)}
         case _:
             assert_never(message)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
+import pytest
+
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.messages import ProcessImage
+from shared.domain.messages import MalformedMessage, ProcessImage, Sweep, from_payload, to_payload
 from shared.domain.model import DeliveryState, ImageState, RequestStatus
+from shared.entrypoints.tasks import handle
 from shared.usecases.accept_upload import accept_upload
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.fan_out import materialize_slice
@@ -240,3 +243,22 @@ def test_an_image_that_kills_its_worker_every_time_fails_for_good() -> None:
     assert record.error_message is not None
     assert "gave up after 5 attempts; the worker died while processing it" in record.error_message
     assert w.queue.settled == [(request_id, record.shard)]  # its tally had only it
+
+
+def test_a_sweep_asked_to_be_followed_queues_one_plain_sweep_that_much_later() -> None:
+    """Cloud Scheduler runs the job once a minute; its message asks for a second sweep half a
+    minute later, and that one asks for nothing (no chain that could multiply)."""
+    w = swept_world()
+    sweep(w.services, again_in=30)
+    assert [(m, delay) for m, delay in w.queue.sent if isinstance(m, Sweep)] == [(Sweep(), 30)]
+    w.queue.sent.clear()
+    handle(w.services, from_payload(to_payload(Sweep())))
+    assert not [m for m, _ in w.queue.sent if isinstance(m, Sweep)]
+
+
+def test_the_scheduler_body_is_read_and_a_wrong_again_in_is_refused() -> None:
+    assert from_payload({"kind": "sweep", "again_in": 30}) == Sweep(again_in=30.0)
+    assert from_payload({"kind": "sweep"}) == Sweep()
+    for wrong in (-1, 86_400, "soon"):
+        with pytest.raises(MalformedMessage):
+            from_payload({"kind": "sweep", "again_in": wrong})
