@@ -42,6 +42,8 @@ EMULATORS = ("gcloud", "firebase")
 # collections stopped it for 0.5 to 1.5 s, which a status poll waited out; G1 made none, for
 # the same CPU (docs/decisions.md, "Local profile").
 EMULATOR_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseG1GC"
+# What firebase-tools prints once every emulator it started is up.
+FIREBASE_READY = "All emulators ready"
 
 
 def redis_answers(url: str) -> bool:
@@ -115,6 +117,9 @@ class Stack(Processes):
         java_options = " ".join(
             [os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]
         ).strip()
+        log = self.run_dir / "firestore.log"
+        # The log is appended to: what an earlier start wrote must not count.
+        start = log.stat().st_size if log.exists() else 0
         self.spawn(
             "firestore",
             prepared.argv,
@@ -123,8 +128,17 @@ class Stack(Processes):
         )
         host = f"127.0.0.1:{prepared.port}"
         self.services["firestore"].url = f"http://{host}"
-        # firebase-tools starts Node first, then the JVM: slower than the bare emulator.
-        self.wait("firestore", lambda: http_ok(f"http://{host}/"), 120)
+        # firebase-tools starts Node first, then the JVM: slower than the bare emulator. The
+        # emulator answers a moment before firebase-tools has finished its own start (and says
+        # so): ready is both.
+
+        def ready() -> bool:
+            with open(log, "rb") as written:
+                written.seek(start)
+                said = FIREBASE_READY in written.read().decode(errors="replace")
+            return said and http_ok(f"http://{host}/")
+
+        self.wait("firestore", ready, 120)
         self.env["FIRESTORE_EMULATOR_HOST"] = host
         return host
 
