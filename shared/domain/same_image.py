@@ -33,9 +33,25 @@ def _normal_escapes(text: str) -> str:
     return _ESCAPE.sub(one, text)
 
 
+# A URL already in the form image_key gives (a lower-case http(s) host with no dot at its
+# end or user info, a port that is not a default one, a path, no escape, fragment or empty
+# query, nothing to strip) is its own key: most URLs of a catalogue, which the upload then
+# keys without parsing them (parsing 30,000 URLs cost a third of a big upload's time).
+_ALREADY_NORMAL = re.compile(
+    r"https?://[a-z0-9.-]*[a-z0-9](?::([1-9][0-9]{0,4}))?/[^\s%#?]*(?:\?[^\s%#]+)?"
+)
+
+
 def image_key(url: str) -> str:
     """The identity of the image a URL names, for telling repeated slots apart. A URL too
     broken to parse is its own key (it will fail on its own)."""
+    plain = _ALREADY_NORMAL.fullmatch(url)
+    if plain and plain.group(1) not in ("80", "443"):
+        return url
+    return _parsed_key(url)
+
+
+def _parsed_key(url: str) -> str:
     try:
         parts = urlsplit(url.strip())
         port = parts.port

@@ -30,22 +30,26 @@ FOLLOWERS_NOTED = 100
 FOLLOWER_BYTES = 14
 
 
-def _repeats(table: ProductTable) -> tuple[dict[str, str], dict[str, list[str]]]:
+Slot = tuple[int, int]  # (row, position)
+
+
+def _repeats(table: ProductTable) -> tuple[dict[Slot, str], dict[Slot, tuple[str, ...]]]:
     """For each slot that repeats an earlier one, the first slot naming the same image; for
-    each first slot, the first FOLLOWERS_NOTED slots that repeat it."""
-    first_of: dict[str, str] = {}  # image key -> the first slot that names it
-    same_as: dict[str, str] = {}
-    followers: dict[str, list[str]] = {}
+    each first slot, the first FOLLOWERS_NOTED slots that repeat it. (Slots as numbers, their
+    ids made only for repeats: this runs over every URL of the upload.)"""
+    first_of: dict[str, Slot] = {}  # image key -> the first slot that names it
+    same_as: dict[Slot, str] = {}
+    followers: dict[Slot, list[str]] = {}
     for row in table.rows:
         for position, url in enumerate(row.urls):
-            slot = image_id(row.index, position)
+            slot = (row.index, position)
             first = first_of.setdefault(image_key(url), slot)
             if first != slot:
-                same_as[slot] = first
+                same_as[slot] = image_id(*first)
                 noted = followers.setdefault(first, [])
                 if len(noted) < FOLLOWERS_NOTED:
-                    noted.append(slot)
-    return same_as, followers
+                    noted.append(image_id(*slot))
+    return same_as, {slot: tuple(noted) for slot, noted in followers.items()}
 
 
 def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
@@ -57,8 +61,8 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
     same_as, followers = _repeats(table)
     for row in table.rows:
         for position, url in enumerate(row.urls):
-            slot = image_id(row.index, position)
-            noted = tuple(followers.get(slot, ()))
+            slot = (row.index, position)
+            noted = followers.get(slot, ())
             job_size = len(url) + len(row.serial) + JOB_OVERHEAD + FOLLOWER_BYTES * len(noted)
             if jobs and (len(jobs) == SLICE_JOBS or size + job_size > SLICE_BYTES):
                 yield ImageSlice(request_id, index, tuple(jobs))
@@ -66,7 +70,7 @@ def plan_slices(request_id: str, table: ProductTable) -> Iterator[ImageSlice]:
             jobs.append(
                 ImageJob(
                     request_id=request_id,
-                    image_id=slot,
+                    image_id=image_id(row.index, position),
                     row=row.index,
                     position=position,
                     serial=row.serial,

@@ -8,11 +8,13 @@ import io
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.domain.errors import RetryLater
 from shared.domain.messages import CopyImage, MaterializeSlice, from_payload, to_payload
 from shared.domain.model import ImageState
-from shared.domain.same_image import image_key
+from shared.domain.same_image import _parsed_key, image_key
 from shared.entrypoints.tasks import handle
 from shared.usecases import fan_out
 from shared.usecases.accept_upload import accept_upload
@@ -243,3 +245,44 @@ def test_a_slice_keeps_its_jobs_followers_through_the_queue_and_old_slices_still
     assert isinstance(read, MaterializeSlice)
     assert [j.followers for j in read.slice.jobs] == [(), (), ()]
     assert [j.same_as for j in read.slice.jobs] == [None, None, "0000000-00"]
+
+
+def _urls(
+    schemes: list[str],
+    hosts: list[str],
+    ports: list[str],
+    path: st.SearchStrategy[str],
+    *,
+    queries: list[str],
+    fragments: list[str],
+) -> st.SearchStrategy[str]:
+    return st.builds(
+        "{}://{}{}{}{}{}".format,
+        *(st.sampled_from(x) for x in (schemes, hosts, ports)),
+        path,
+        *(st.sampled_from(x) for x in (queries, fragments)),
+    )
+
+
+# URLs the fast path takes or only just misses (a default port, an empty query), and others.
+NEARLY_NORMAL = _urls(
+    ["http", "https"],
+    ["img.test", "a-b.c9", "127.0.0.1", "x"],
+    ["", ":8080", ":1", ":65535", ":99999", ":80", ":443"],
+    st.from_regex(r"/[a-zA-Z0-9._~/-]{0,10}", fullmatch=True),
+    queries=["", "?a=1&B=2", "?", "?x/y"],
+    fragments=[""],
+)
+ANY_URL = _urls(
+    ["http", "https", "HTTP", "ftp", ""],
+    ["img.test", "IMG.test", "img.test.", "[::1]", "u@h", ""],
+    ["", ":80", ":443", ":8080", ":09", ":x"],
+    st.text(alphabet="/aZ.%2f7E~ \t-_", max_size=12),
+    queries=["", "?", "?a=1&B=%7e"],
+    fragments=["", "#", "#f"],
+)
+
+
+@given(st.one_of(NEARLY_NORMAL, ANY_URL, st.text(max_size=40)))
+def test_a_url_keyed_without_parsing_gets_the_key_parsing_gives(url: str) -> None:
+    assert image_key(url) == _parsed_key(url)
