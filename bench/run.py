@@ -76,6 +76,7 @@ def main() -> None:
         choices=[
             "codec",
             "cold",
+            "pipeline",
             "upload",
             "e2e",
             "same-image",
@@ -85,6 +86,7 @@ def main() -> None:
             "faults",
         ],
         default=None,
+        help="one part; `pipeline` is upload and e2e, the two rows of their section",
     )
     args = parser.parse_args()
     figures: list[Figure] = []
@@ -104,10 +106,10 @@ def main() -> None:
         if args.only in (None, "cold"):
             cold = cold_start_benchmark(Path(tmp))
             print(render_cold_start_section(cold))
-        if args.only in (None, "upload"):
+        if args.only in (None, "upload", "pipeline"):
             figures += upload_benchmark(Path(tmp))
             print(render(figures))
-        if args.only in (None, "e2e"):
+        if args.only in (None, "e2e", "pipeline"):
             figures += end_to_end_benchmark(Path(tmp))
         if args.only in (None, "same-image"):
             same_image = same_image_benchmark(Path(tmp))
