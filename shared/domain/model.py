@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class RequestStatus(StrEnum):
@@ -53,9 +54,11 @@ def image_id(row: int, position: int) -> str:
     return f"{row:07d}-{position:02d}"
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """One input URL to fetch and compress; the unit of fan-out."""
+class ImageJob(NamedTuple):
+    """One input URL to fetch and compress; the unit of fan-out.
+
+    A named tuple rather than a frozen dataclass: an upload of 100,000 URLs makes as many, and a
+    frozen dataclass takes three times as long to build (a third of the upload's planning)."""
 
     request_id: str
     image_id: str

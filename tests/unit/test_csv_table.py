@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.config import Limits
@@ -14,6 +14,8 @@ from shared.domain.csv_table import (
     CsvInvalid,
     Problem,
     ProductTable,
+    _parsed_url_problem,
+    _url_problem,
     canonical_header,
     parse_product_csv,
 )
@@ -747,3 +749,36 @@ _HEADERS = st.sampled_from(["", HEADER, "S. No.,Product,Image Urls,Brand\r\n", "
 @given(_HEADERS, _CSVISH, st.booleans())
 def test_csv_like_text_parses_or_raises_csv_invalid(header: str, body: str, bom: bool) -> None:
     parses_or_explains((b"\xef\xbb\xbf" if bom else b"") + (header + body).encode("utf-8"))
+
+
+# URLs the unparsed shortcut takes or only just misses, and others: every one must get the
+# answer the full checks give.
+_SCHEMES = st.sampled_from(["http", "https", "HTTP", "hTtPs", "ftp", "", "http:"])
+_HOSTS = st.sampled_from(
+    [
+        "img.test",
+        "IMG.Test",
+        "a-b.c9",
+        "127.0.0.1",
+        "x",
+        "-",
+        ".",
+        "",
+        "[::1]",
+        "[::1",
+        "u@h",
+        ":@h",
+    ]
+)
+_PORTS = st.sampled_from(["", ":", ":0", ":80", ":65535", ":65536", ":99999", ":123456", ":x"])
+_TAILS = st.text(alphabet="/?#@\\:%aZ9.~ \t\u200b\u00e9", max_size=12)
+
+
+@settings(max_examples=1000)
+@given(st.one_of(st.builds("{}://{}{}{}".format, _SCHEMES, _HOSTS, _PORTS, _TAILS), st.text()))
+@example("http://u@h/a.jpg")
+@example("https://h:65536/a.jpg")
+@example("http://h/a b.jpg")
+@example("http://h/\u200b.jpg")
+def test_a_url_passed_without_parsing_gets_the_answer_parsing_gives(url: str) -> None:
+    assert _url_problem(url, 2048) == _parsed_url_problem(url)
