@@ -595,8 +595,8 @@ def test_a_repeat_remembers_which_slot_it_repeats_and_the_first_slot_its_repeats
 ) -> None:
     request_id = new_request(stores, 2)
     first_job, second_job = jobs(request_id, 2)
-    first_job = dataclasses.replace(first_job, followers=(second_job.image_id,))
-    repeat = dataclasses.replace(second_job, same_as=first_job.image_id)
+    first_job = first_job._replace(followers=(second_job.image_id,))
+    repeat = second_job._replace(same_as=first_job.image_id)
     stores.images.create_missing([first_job, repeat])
     assert read(stores, request_id, repeat.image_id).same_as == first_job.image_id
     assert read(stores, request_id, repeat.image_id).followers == ()
