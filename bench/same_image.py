@@ -21,9 +21,11 @@ in delayed work, which the ticker releases), fetching from a loopback image host
 - outputs stored: objects under the request's folder of the outputs bucket (the CSV aside),
   listed in the Storage emulator;
 - compressions: distinct outputs among the slots' recorded outcomes (a copied slot names the
-  output of the slot it copied). Each compression writes one object under a name fixed by its
-  slot, so this equals the objects stored unless an attempt was repeated: the attempts beyond
-  the first are counted too (a repeated attempt may have compressed again);
+  output of the slot it copied), plus the compressions a slot threw away because another slot
+  recorded the same bytes' output a moment before (the worker logs each). Each kept
+  compression writes one object under a name fixed by its slot, so this equals the objects
+  stored unless an attempt was repeated or a race lost: the attempts beyond the first are
+  counted too (a repeated attempt may have compressed again);
 - worker CPU: user + system seconds of the worker's processes (the Celery master and its pool)
   while the request ran, the work itself measured outside the service's own bookkeeping.
 
@@ -48,6 +50,7 @@ from bench.pipeline import HEADER, bench_env
 from local_profile import sample_images
 from local_profile.image_host import ImageHost
 from local_profile.recipes import Stack, create_buckets
+from shared.usecases.process_image import RACE_LOST
 
 SAME_IMAGE_HEADING = "## Repeated images done once (local profile)"
 
@@ -198,7 +201,7 @@ def run_request(
     return Outcome(
         wall=completed.timestamp() - started,
         fetches=sum(host.hits.values()) - hits_before,
-        compressions=len({i["output_url"] for i in images}),
+        compressions=len({i["output_url"] for i in images}) + races_lost(stack, request_id),
         stored=len(stored_outputs(stack, request_id)),
         extra_attempts=sum(max(0, i["attempts"] - 1) for i in images),
         cpu=cpu,
@@ -208,6 +211,14 @@ def run_request(
             if i["same_as"]
         ],
     )
+
+
+def races_lost(stack: Stack, request_id: str) -> int:
+    """Compressions whose output was not kept: two slots with the same bytes compressed them at
+    the same moment, and the second to record copied the first's (the worker logs each)."""
+    said = RACE_LOST.split("%s/%s")[1]
+    log = Path(stack.services["worker"].log).read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if request_id in line and said in line)
 
 
 def stored_outputs(stack: Stack, request_id: str) -> list[str]:
@@ -349,8 +360,9 @@ its original tells it (a `CopyImage` task). The time to completion: a slot that 
 is queued with the others and, when its original has no outcome yet, waits; the task that
 records the original's outcome tells its first 100 repeats at once (the lag above), and only
 those beyond them, or a repeat whose message was lost, look again by themselves (every 3 s,
-or 30 s for one that will be told). A mirror whose bytes are being compressed for another slot
-polls the claim every 0.25 s, holding its worker slot. Before repeats were told, this request
+or 30 s for one that will be told). A mirror fetched while its bytes are being compressed for
+another slot compresses them too, and copies the other's output if that was recorded first.
+Before repeats were told, this request
 took about twice the baseline's time (1.97x: each copy waited out a 3 s look)."""
 
 

@@ -10,7 +10,6 @@ from typing import BinaryIO, Protocol
 from shared.domain.messages import Message
 from shared.domain.model import (
     CompressedImage,
-    ContentClaim,
     DeliveryAttempt,
     DeliveryState,
     ImageJob,
@@ -19,6 +18,7 @@ from shared.domain.model import (
     Progress,
     Recorded,
     RequestRecord,
+    StoredElsewhere,
     StoredOutput,
     Tally,
     UploadKey,
@@ -132,11 +132,13 @@ class ImageRepository(Protocol):
         image: CompressedImage,
         source_bytes: int,
         content_key: str | None = None,
-    ) -> Recorded | None:
+    ) -> Recorded | StoredElsewhere | None:
         """Record the outcome and count it in the image's tally, in one commit. None when an
         outcome had been recorded meanwhile: the first one stands, and is counted once.
         `content_key` (the fetched bytes' hash) also remembers the output for the request,
-        in the same commit, so that the same bytes under another URL are not stored again."""
+        in the same commit, so that the same bytes under another URL are not stored again;
+        when another slot's output for them was remembered first, nothing is written and
+        StoredElsewhere says which output that is."""
         ...
 
     def record_copy(
@@ -146,17 +148,9 @@ class ImageRepository(Protocol):
         like record_done."""
         ...
 
-    def claim_content(
-        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
-    ) -> ContentClaim:
-        """Before compressing: the output already stored for these bytes within the request,
-        or the right to produce it (a lease until `until`, taken over when it expired, and
-        given back at once to the holder that took it), or neither while another holder's
-        lease is live. record_done with the same key stores the output under it."""
-        ...
-
-    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
-        """Give up a claim that produced nothing (the compression failed), if still ours."""
+    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
+        """The output recorded for these bytes within the request (record_done with the same
+        key), if any."""
         ...
 
     def record_failed(
@@ -264,6 +258,10 @@ class BlobStore(Protocol):
 
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         """Store a result and return a URL that a plain HTTP GET can fetch."""
+        ...
+
+    def delete_output(self, path: str) -> None:
+        """Remove a result nothing refers to; nothing happens when there is none."""
         ...
 
     def open_upload(self, path: str) -> BinaryIO:

@@ -28,7 +28,6 @@ from shared.domain.messages import (
 )
 from shared.domain.model import (
     CompressedImage,
-    ContentClaim,
     DeliveryAttempt,
     DeliverySeries,
     DeliveryState,
@@ -40,6 +39,7 @@ from shared.domain.model import (
     Recorded,
     RequestRecord,
     RequestStatus,
+    StoredElsewhere,
     StoredOutput,
     Tally,
     UploadKey,
@@ -233,7 +233,6 @@ class FakeImages:
     ) -> None:
         self.records: dict[tuple[str, str], ImageRecord] = {}
         self.contents: dict[tuple[str, str], StoredOutput] = {}
-        self.content_claims: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._clock = clock
         self._times = times or UpdateTimes()
         self.tallies = tallies or FakeTallies()
@@ -344,7 +343,7 @@ class FakeImages:
         image: CompressedImage,
         source_bytes: int,
         content_key: str | None = None,
-    ) -> Recorded | None:
+    ) -> Recorded | StoredElsewhere | None:
         output = StoredOutput(
             output_url=output_url,
             output_path=output_path,
@@ -357,9 +356,16 @@ class FakeImages:
             output_format=image.output_format,
             output_bytes=len(image.data),
         )
+        key = (request_id, content_key or "")
+        if content_key is not None and key in self.contents:
+            # As Firestore's commit, which creates the bytes' record: it fails, and nothing is
+            # written. An outcome recorded meanwhile stands; else the other slot's output.
+            if self.records[(request_id, image_id)].state.terminal:
+                return None
+            return StoredElsewhere(self.contents[key])
         recorded = self._settle_done(attempt, (request_id, image_id), output)
         if recorded is not None and content_key is not None:
-            self.contents[(request_id, content_key)] = output  # in the same commit
+            self.contents[key] = output  # in the same commit
         return recorded
 
     @atomic
@@ -382,23 +388,8 @@ class FakeImages:
         )
 
     @atomic
-    def claim_content(
-        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
-    ) -> ContentClaim:
-        key = (request_id, content_key)
-        if key in self.contents:
-            return ContentClaim(output=self.contents[key])
-        claim = self.content_claims.get(key)
-        if claim is not None and claim[0] != holder and claim[1] > now:
-            return ContentClaim()
-        self.content_claims[key] = (holder, until)
-        return ContentClaim(mine=True)
-
-    @atomic
-    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
-        key = (request_id, content_key)
-        if self.content_claims.get(key, ("",))[0] == holder:
-            del self.content_claims[key]
+    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
+        return self.contents.get((request_id, content_key))
 
     @atomic
     def record_failed(
@@ -602,6 +593,9 @@ class FakeBlobs:
     def put_output(self, path: str, data: bytes, content_type: str) -> str:
         self.outputs[path] = (data, content_type)
         return self.url_of(path)
+
+    def delete_output(self, path: str) -> None:
+        self.outputs.pop(path, None)
 
     def url_of(self, path: str) -> str:
         return f"https://storage.test/out/{path}"

@@ -171,13 +171,11 @@ class StoredOutput:
 
 
 @dataclass(frozen=True)
-class ContentClaim:
-    """What asking to store the output of some bytes found (shared.domain.same_image): stored
-    already (`output`: copy it), or this caller's to do (`mine`), or neither: another process
-    is compressing the same bytes right now."""
+class StoredElsewhere:
+    """What recording an output found instead: another slot of the request recorded the
+    output of the same bytes first (shared.domain.same_image). Copy it."""
 
-    output: StoredOutput | None = None
-    mine: bool = False
+    output: StoredOutput
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from shared.domain.blob_layout import output_image_path
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
 from shared.domain.messages import CopyImage
-from shared.domain.model import ImageRecord, ImageState, Recorded
+from shared.domain.model import ImageRecord, ImageState, Recorded, StoredElsewhere
 from shared.domain.same_image import content_key
 from shared.ports import Attempt
 from shared.usecases.services import Services
@@ -35,12 +35,9 @@ BUSY_RETRY = 5.0
 # soon as it records its outcome), so that the look is only the fallback for a lost message.
 FOLLOW_WAIT = 3.0
 FOLLOW_WAIT_TOLD = 30.0
-# How long a claim to compress some bytes holds before another may take it over (its holder
-# died): well above the compression of the largest picture.
-CONTENT_LEASE = 120.0
-# How often, and how many times, a task looks whether such a claim has produced its output.
-CONTENT_POLL = 0.25
-CONTENT_POLLS = 40
+# Logged by a slot that compressed bytes whose output another slot recorded a moment before
+# (make bench counts these lines: each is a compression the dedup did not save).
+RACE_LOST = "image %s/%s: the same bytes were recorded for another slot first; compressed again"
 
 
 def retry_delay(attempt: int, hint: float | None) -> float:
@@ -227,50 +224,43 @@ def _attempt(services: Services, record: ImageRecord, *, count_first: bool) -> I
 def _store_once(
     services: Services, record: ImageRecord, attempt: Attempt, data: bytes
 ) -> Recorded | None:
-    """Compress and store the fetched bytes, unless the same bytes were stored for another
-    slot of the request: then copy that output. Raises RetryLater while another process is
-    compressing the same bytes right now (its lease ends the wait if it died)."""
+    """Compress and store the fetched bytes, unless another slot of the request recorded the
+    output of the same bytes: then copy that output.
+
+    Optimistic: nothing is claimed before compressing (a claim was one more commit per image,
+    paid by every image for the few that share their bytes with another URL). The bytes'
+    record is created in the commit that records the outcome, so of two slots compressing the
+    same bytes at the same moment, the first to record wins and the other copies its output
+    and removes its own object: stored once, compressed twice only in that race."""
     request_id, image_id = record.request_id, record.image_id
     key = content_key(data)
-    # Held in the image's name, not the attempt's: an attempt that follows one whose process
-    # died holding the claim takes it back at once instead of waiting out its lease (and
-    # burning the attempts the sweeper counts meanwhile). Two live copies of one image may
-    # then both compress it, into the same object: the first outcome recorded stands.
-    holder = image_id
-    # Another slot compressing the same bytes right now is usually done in a moment: wait
-    # here for it rather than fetch again later.
-    for _ in range(CONTENT_POLLS):
-        now = services.clock.now()
-        claim = services.images.claim_content(
-            request_id, key, holder=holder, until=now + timedelta(seconds=CONTENT_LEASE), now=now
-        )
-        if claim.output is not None:
-            output = claim.output
-            return services.images.record_copy(attempt, request_id, image_id, output=output)
-        if claim.mine:
-            break
-        services.clock.sleep(CONTENT_POLL)
-    else:
-        raise RetryLater(
-            "the same bytes are being stored for another slot", after_seconds=FOLLOW_WAIT
-        )
-    try:
-        compressed = services.codec.compress(data)
-        path = output_image_path(record, compressed.extension)
-        url = services.blobs.put_output(path, compressed.data, compressed.content_type)
-        return services.images.record_done(
-            attempt,
-            request_id,
-            image_id,
-            output_url=url,
-            output_path=path,
-            image=compressed,
-            source_bytes=len(data),
-            content_key=key,
-        )
-    except BaseException:
-        services.images.release_content(request_id, key, holder=holder)
-        raise
+    known = services.images.stored_content(request_id, key)
+    if known is not None:
+        return services.images.record_copy(attempt, request_id, image_id, output=known)
+    compressed = services.codec.compress(data)
+    path = output_image_path(record, compressed.extension)
+    url = services.blobs.put_output(path, compressed.data, compressed.content_type)
+    recorded = services.images.record_done(
+        attempt,
+        request_id,
+        image_id,
+        output_url=url,
+        output_path=path,
+        image=compressed,
+        source_bytes=len(data),
+        content_key=key,
+    )
+    if not isinstance(recorded, StoredElsewhere):
+        return recorded
+    log.info(RACE_LOST, request_id, image_id)
+    if recorded.output.output_path != path:
+        # Nothing refers to this image's own object now. Left behind if this fails (or the
+        # process dies first): an orphan costs its storage, never a wrong output.
+        try:
+            services.blobs.delete_output(path)
+        except ImageFailure as failure:
+            log.warning("image %s/%s: %s", request_id, image_id, failure.message)
+    return services.images.record_copy(attempt, request_id, image_id, output=recorded.output)
 
 
 def _retry_or_fail(

@@ -51,6 +51,15 @@ def test_an_output_url_is_fetchable_by_a_plain_get(blobs: GcsBlobStore) -> None:
     assert response.headers["Content-Type"].startswith("image/jpeg")
 
 
+def test_a_removed_output_is_gone_and_removing_it_again_is_harmless(blobs: GcsBlobStore) -> None:
+    url = blobs.put_output("outputs/t4/1-1.jpg", b"\xff\xd8jpeg bytes", "image/jpeg")
+    kept = blobs.put_output("outputs/t4/2-1.jpg", b"\xff\xd8other bytes", "image/jpeg")
+    blobs.delete_output("outputs/t4/1-1.jpg")
+    assert requests.get(url, timeout=10).status_code == 404
+    assert requests.get(kept, timeout=10).status_code == 200  # only that object
+    blobs.delete_output("outputs/t4/1-1.jpg")  # gone already: nothing happens
+
+
 def test_uploads_are_not_in_the_public_bucket(blobs: GcsBlobStore, settings: Settings) -> None:
     blobs.put_upload("uploads/t3/input.csv", b"secret,csv", "text/csv")
     public = f"{settings.storage_emulator_host}/{settings.outputs_bucket}/uploads/t3/input.csv"

@@ -35,6 +35,7 @@ from shared.domain.model import (
     Recorded,
     RequestRecord,
     RequestStatus,
+    StoredElsewhere,
     Tally,
     UploadKey,
     WebhookDelivery,
@@ -524,28 +525,25 @@ def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
     request_id = new_request(stores, 2)
     first_job, second_job = jobs(request_id, 2)
     stores.images.create_missing([first_job, second_job])
-    now = datetime.now(UTC)
-    lease = now + timedelta(seconds=60)
     key = "ab" * 32
-    claim = stores.images.claim_content(request_id, key, holder="one", until=lease, now=now)
-    assert claim.mine and claim.output is None
-    # Another process with the same bytes, while the first compresses: neither copy nor claim.
-    busy = stores.images.claim_content(request_id, key, holder="two", until=lease, now=now)
-    assert not busy.mine and busy.output is None
+    assert stores.images.stored_content(request_id, key) is None
     attempt = begin(stores, request_id, first_job.image_id)
-    assert stores.images.record_done(
-        attempt, request_id, first_job.image_id, output_url="u", output_path="p", image=JPEG,
-        source_bytes=7, content_key=key,
-    ) is not None  # fmt: skip
-    known = stores.images.claim_content(request_id, key, holder="two", until=lease, now=now)
-    assert known.output is not None and not known.mine
-    assert (known.output.output_url, known.output.output_path) == ("u", "p")
-    assert (known.output.source_bytes, known.output.output_bytes) == (7, len(JPEG.data))
+    assert isinstance(
+        stores.images.record_done(
+            attempt, request_id, first_job.image_id, output_url="u", output_path="p",
+            image=JPEG, source_bytes=7, content_key=key,
+        ),
+        Recorded,
+    )  # fmt: skip
+    known = stores.images.stored_content(request_id, key)
+    assert known is not None
+    assert (known.output_url, known.output_path) == ("u", "p")
+    assert (known.source_bytes, known.output_bytes) == (7, len(JPEG.data))
     other = new_request(stores, 1)
-    assert stores.images.claim_content(other, key, holder="x", until=lease, now=now).mine
+    assert stores.images.stored_content(other, key) is None  # each request owns its outputs
     copied = stores.images.record_copy(
         begin(stores, request_id, second_job.image_id), request_id, second_job.image_id,
-        output=known.output,
+        output=known,
     )  # fmt: skip
     assert copied is not None
     second = read(stores, request_id, second_job.image_id)
@@ -554,40 +552,49 @@ def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
     assert (tally.done, tally.source_bytes, tally.unsettled_shards) == (2, 14, 0)
     # A copy onto a slot that has its outcome already is dropped, as any stale write.
     again = stores.images.record_copy(
-        Attempt(1, None, second_job.shard), request_id, second_job.image_id, output=known.output
+        Attempt(1, None, second_job.shard), request_id, second_job.image_id, output=known
     )
     assert again is None and tally_of(stores, request_id).done == 2
 
 
-def test_a_claim_on_some_bytes_is_released_or_taken_over_when_its_lease_ends(
+def test_recording_bytes_another_slot_recorded_first_writes_nothing_and_names_its_output(
     stores: Stores,
 ) -> None:
-    request_id = new_request(stores, 1)
-    now = datetime.now(UTC)
+    # Two slots compressed the same bytes at the same moment: the second to record finds the
+    # bytes' record in its commit, which then writes nothing at all (no outcome, no count).
+    request_id = new_request(stores, 3)
+    first_job, second_job, third_job = jobs(request_id, 3)
+    stores.images.create_missing([first_job, second_job, third_job])
     key = "cd" * 32
-    soon = now + timedelta(seconds=30)
-    assert stores.images.claim_content(request_id, key, holder="a", until=soon, now=now).mine
-    stores.images.release_content(request_id, key, holder="b")  # not b's: nothing happens
-    assert not stores.images.claim_content(request_id, key, holder="b", until=soon, now=now).mine
-    stores.images.release_content(request_id, key, holder="a")  # a's compression failed
-    assert stores.images.claim_content(request_id, key, holder="b", until=soon, now=now).mine
-    later = now + timedelta(seconds=31)  # b died holding it
-    taken = stores.images.claim_content(request_id, key, holder="c", until=later, now=later)
-    assert taken.mine
-
-
-def test_the_holder_of_a_claim_on_some_bytes_gets_it_back_at_once(stores: Stores) -> None:
-    # An image's next attempt after its process died holding the claim (the claim is held in
-    # the image's name): it must not wait for the lease its dead predecessor took.
-    request_id = new_request(stores, 1)
-    now = datetime.now(UTC)
-    key = "ef" * 32
-    lease = now + timedelta(seconds=120)
-    assert stores.images.claim_content(request_id, key, holder="img", until=lease, now=now).mine
-    assert not stores.images.claim_content(request_id, key, holder="x", until=lease, now=now).mine
-    again = stores.images.claim_content(request_id, key, holder="img", until=lease, now=now)
-    assert again.mine
-    assert not stores.images.claim_content(request_id, key, holder="x", until=lease, now=now).mine
+    late = begin(stores, request_id, second_job.image_id)
+    recorded = stores.images.record_done(
+        begin(stores, request_id, first_job.image_id), request_id, first_job.image_id,
+        output_url="u1", output_path="p1", image=JPEG, source_bytes=7, content_key=key,
+    )  # fmt: skip
+    assert isinstance(recorded, Recorded)
+    found = stores.images.record_done(
+        late, request_id, second_job.image_id, output_url="u2", output_path="p2", image=JPEG,
+        source_bytes=7, content_key=key,
+    )  # fmt: skip
+    assert isinstance(found, StoredElsewhere)
+    assert (found.output.output_url, found.output.output_path) == ("u1", "p1")
+    assert read(stores, request_id, second_job.image_id).state is ImageState.PENDING
+    assert tally_of(stores, request_id).done == 1
+    stored = stores.images.stored_content(request_id, key)
+    assert stored is not None and stored.output_path == "p1"  # the first stands
+    # The same, on a slot whose outcome another copy recorded meanwhile: that outcome stands.
+    third = begin(stores, request_id, third_job.image_id)
+    failed = stores.images.record_failed(
+        begin(stores, request_id, third_job.image_id), request_id, third_job.image_id,
+        code="x", message="m",
+    )  # fmt: skip
+    assert failed is not None
+    stale = stores.images.record_done(
+        third, request_id, third_job.image_id, output_url="u3", output_path="p3", image=JPEG,
+        source_bytes=7, content_key=key,
+    )  # fmt: skip
+    assert stale is None
+    assert read(stores, request_id, third_job.image_id).state is ImageState.FAILED
 
 
 def test_a_repeat_remembers_which_slot_it_repeats_and_the_first_slot_its_repeats(

@@ -7,9 +7,9 @@ holder never gave back), then one more attempt runs: each wait, made of settings
 that attempt room within the promise. `make bench`'s fault drill (bench/faults.py) measures the
 real thing on both profiles; this keeps a default from moving past the promise unnoticed (the
 drill found a worker's main process killed taking 154 s while the tasks it held waited out a
-300 s visibility timeout). The claim to compress an image's bytes is not among the waits: it
-is held in the image's name, and the image's next attempt takes it back at once (the fault
-tests' `image_workers_killed_while_storing`).
+300 s visibility timeout). Nothing taken before compressing an image's bytes is among the
+waits: their record is created only with the outcome (the fault tests'
+`image_workers_killed_while_storing`).
 
 Production sweeps every 30 s too: Cloud Scheduler's job each minute, whose message asks for
 one more sweep half a minute later (deploy.sh, checked by tests/test_deploy.py).

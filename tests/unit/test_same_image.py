@@ -154,6 +154,44 @@ def test_the_same_bytes_under_different_urls_are_compressed_and_stored_once() ->
     assert copy.same_as is None  # another URL: not a repeat of the slot, a repeat of its bytes
 
 
+def test_the_same_bytes_compressed_at_the_same_moment_are_stored_once_and_the_first_stands() -> (
+    None
+):
+    # Nothing is claimed before compressing: two slots with the same bytes may both compress
+    # them. The first to record its outcome wins; the other copies its output and removes
+    # its own object, so the bytes are stored once and every slot shows one output.
+    w, codec = counted_world()
+    for url in ("https://img.test/a.jpg", "https://cdn.test/a-copy.jpg"):
+        w.fetcher.answers[url] = b"logo"
+    csv_bytes = HEADER + b"1,Chair,https://img.test/a.jpg\r\n2,Desk,https://cdn.test/a-copy.jpg\r\n"
+    request_id = accept_upload(w.services, csv_bytes).request_id
+    materialize_slice(w.services, w.queue.slices.pop(0))
+    w.queue.images.clear()
+    store = w.blobs.put_output
+    raced = []
+
+    def the_other_slot_finishes_first(path: str, data: bytes, content_type: str) -> str:
+        url = store(path, data, content_type)
+        if not raced:  # while the first slot is between storing and recording
+            raced.append(path)
+            assert process_image(w.services, request_id, "0000001-00") is ImageState.DONE
+        return url
+
+    w.blobs.put_output = the_other_slot_finishes_first  # type: ignore[method-assign]
+    assert process_image(w.services, request_id, "0000000-00") is ImageState.DONE
+    first, second = (w.images.get(request_id, i) for i in ("0000000-00", "0000001-00"))
+    assert first is not None and second is not None
+    assert codec.calls == 2  # the race's price: compressed twice...
+    assert first.output_path == second.output_path == f"outputs/{request_id}/2-1.jpg"
+    assert first.output_url == second.output_url
+    assert [p for p in w.blobs.outputs] == [second.output_path]  # ...but stored once
+    assert raced == [f"outputs/{request_id}/1-1.jpg"]  # the loser's own object, removed
+    record = w.requests.get(request_id)
+    assert record is not None
+    tally = w.images.tally(request_id, record.tally_shards)
+    assert (tally.done, tally.failed) == (2, 0)
+
+
 def test_the_same_bytes_in_another_request_are_stored_again() -> None:
     w, codec = counted_world()
     csv_bytes = HEADER + b"1,Chair,https://img.test/a.jpg\r\n"

@@ -16,7 +16,6 @@ guidance whatever the size of the request, and lets the status and the finaliser
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -28,7 +27,6 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.domain.model import (
     CompressedImage,
-    ContentClaim,
     DeliveryAttempt,
     DeliverySeries,
     DeliveryState,
@@ -39,6 +37,7 @@ from shared.domain.model import (
     Recorded,
     RequestRecord,
     RequestStatus,
+    StoredElsewhere,
     StoredOutput,
     Tally,
     WebhookDelivery,
@@ -433,8 +432,9 @@ class FirestoreImages:
         keeps its outcome (the first one stands), one still pending gets this write on
         condition that it is still as just read. A stale copy can never overwrite. `tally`
         (an outcome's counts) is written to the image's tally in the same commit, so only the
-        write that settles the image counts it. The commit's write results, or None when the
-        image had an outcome already."""
+        write that settles the image counts it; `also`, a document created in it (the commit
+        raises Conflict if it exists). The commit's write results, or None when the image had
+        an outcome already."""
         ref = self._collection(request_id).document(image_id)
         version = attempt.version
         counted = attempt.number
@@ -446,7 +446,7 @@ class FirestoreImages:
                 if tally is not None:
                     batch.update(self._tally_ref(request_id, attempt.shard), tally)
                 if also is not None:
-                    batch.set(*also)
+                    batch.create(*also)  # AlreadyExists (a Conflict) if it exists
                 try:
                     return list(batch.commit())
                 except gexc.FailedPrecondition:
@@ -490,7 +490,7 @@ class FirestoreImages:
         image: CompressedImage,
         source_bytes: int,
         content_key: str | None = None,
-    ) -> Recorded | None:
+    ) -> Recorded | StoredElsewhere | None:
         output = StoredOutput(
             output_url=output_url,
             output_path=output_path,
@@ -503,11 +503,26 @@ class FirestoreImages:
             output_format=image.output_format,
             output_bytes=len(image.data),
         )
-        also = None
-        if content_key is not None:
+        if content_key is None:
+            return self._settle_done(attempt, request_id, image_id, output, also=None)
+        ref = self._content_ref(request_id, content_key)
+        try:
             stored = {"state": DONE, **dataclasses.asdict(output)}
-            also = (self._content_ref(request_id, content_key), stored)
-        return self._settle_done(attempt, request_id, image_id, output, also=also)
+            return self._settle_done(attempt, request_id, image_id, output, also=(ref, stored))
+        except gexc.Conflict:
+            pass
+        # The bytes' record exists: another slot recorded their output first. Unless this
+        # image has its outcome already (which stands), that output is the one to copy.
+        now = self._collection(request_id).document(image_id).get()
+        if not now.exists or ImageState(now.get("state")).terminal:
+            return None
+        snap = ref.get()
+        data = snap.to_dict() or {}
+        if data.get("state") == DONE:
+            return StoredElsewhere(_stored_output_from(data))
+        # A claim left by an earlier version of the service (it took one before compressing):
+        # the outcome is recorded without remembering it under the bytes.
+        return self._settle_done(attempt, request_id, image_id, output, also=None)
 
     def record_copy(
         self, attempt: Attempt, request_id: str, image_id: str, *, output: StoredOutput
@@ -545,44 +560,9 @@ class FirestoreImages:
             .document(content_key)
         )
 
-    def claim_content(
-        self, request_id: str, content_key: str, *, holder: str, until: datetime, now: datetime
-    ) -> ContentClaim:
-        ref = self._content_ref(request_id, content_key)
-        for _ in range(8):
-            try:
-                ref.create({"state": "working", "holder": holder, "until": until})
-                return ContentClaim(mine=True)
-            except gexc.Conflict:
-                pass
-            snap = ref.get()
-            if not snap.exists:
-                continue  # released meanwhile: claim it
-            data = snap.to_dict() or {}
-            if data.get("state") == DONE:
-                return ContentClaim(output=_stored_output_from(data))
-            live = data.get("until") is not None and data["until"] > now
-            if live and data.get("holder") != holder:
-                return ContentClaim()  # someone is compressing the same bytes right now
-            # Ours again (our predecessor died holding it), or their lease ran out (they
-            # died): take it over, if nobody else did.
-            try:
-                ref.update(
-                    {"holder": holder, "until": until},
-                    option=_precondition(self._db, snap.update_time),
-                )
-                return ContentClaim(mine=True)
-            except (gexc.FailedPrecondition, gexc.NotFound):
-                continue
-        return ContentClaim()
-
-    def release_content(self, request_id: str, content_key: str, *, holder: str) -> None:
-        ref = self._content_ref(request_id, content_key)
-        snap = ref.get()
-        if not snap.exists or (snap.to_dict() or {}).get("holder") != holder:
-            return
-        with contextlib.suppress(gexc.FailedPrecondition, gexc.NotFound):
-            ref.delete(option=_precondition(self._db, snap.update_time))
+    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
+        data = self._content_ref(request_id, content_key).get().to_dict() or {}
+        return _stored_output_from(data) if data.get("state") == DONE else None
 
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str

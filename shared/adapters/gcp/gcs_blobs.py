@@ -77,6 +77,16 @@ class GcsBlobStore:
             ) from exc
         return self.url_of(path)
 
+    def delete_output(self, path: str) -> None:
+        try:
+            self._outputs.blob(path).delete()
+        except gexc.NotFound:
+            pass
+        except (gexc.GoogleAPICallError, OSError) as exc:
+            raise ImageFailure(
+                ErrorCode.STORAGE_ERROR, f"could not remove {path}: {exc}", transient=True
+            ) from exc
+
     def open_upload(self, path: str) -> BinaryIO:
         blob = self._uploads.blob(path)
         try:

@@ -100,9 +100,9 @@ def image_workers_killed(lab: Lab, rng: random.Random) -> Outcome:
 
 
 def image_workers_killed_while_storing(lab: Lab, rng: random.Random) -> Outcome:
-    """The processes die while their outputs are being stored: each holds the claim to
-    compress and store its image's bytes (shared.domain.same_image) when it dies, and the
-    image's next attempt must not wait for that claim's lease to run out."""
+    """The processes die while their outputs are being stored, between compressing and
+    recording: nothing of theirs may hold up the image's next attempt (once, each held a
+    claim on its bytes whose lease the next attempt waited out)."""
     with _batch_host(lab) as host:
         request_id = lab.submit(_one_per_row(host))
         settled = _at_random_point(lab, rng, request_id)
