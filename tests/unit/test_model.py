@@ -112,6 +112,7 @@ class Task:
     # `except BaseException` that tidies up) never happens, as with a SIGKILL.
     dead: bool = False
     posted_ok_for: str | None = None  # a 2xx POST of this request's webhook, not yet recorded
+    in_call: bool = False  # one of its port calls is running
 
 
 class PausingPort:
@@ -186,11 +187,18 @@ class PipelineModel(RuleBasedStateMachine):
             return target(*args, **kwargs)
         if task.dead:
             raise Crash
+        if task.in_call:
+            # Made while another of its calls runs: Storage reading the output CSV's chunks
+            # from a generator that reads the images. Part of that call, which paused (and
+            # may crash) before or after it as a whole; pausing here too would hand the model
+            # a task whose "crash after" has not happened yet.
+            return target(*args, **kwargs)
         task.paused_at = f"{port}.{method}"
         decision = self.main.switch()
         if decision == "crash before":
             task.dead = True
             raise Crash
+        task.in_call = True
         try:
             result = target(*args, **kwargs)
         except Crash:  # the call itself killed the process (a poisonous image)
@@ -201,6 +209,8 @@ class PipelineModel(RuleBasedStateMachine):
                 task.dead = True
                 raise Crash from None
             raise
+        finally:
+            task.in_call = False
         if port == "webhooks" and isinstance(result, WebhookResponse) and result.ok:
             task.posted_ok_for = _request_of(task.envelope.message)
         if port == "deliveries" and method == "record_attempt":
