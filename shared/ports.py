@@ -148,11 +148,6 @@ class ImageRepository(Protocol):
         like record_done."""
         ...
 
-    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
-        """The output recorded for these bytes within the request (record_done with the same
-        key), if any."""
-        ...
-
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
     ) -> Recorded | None:

@@ -388,10 +388,6 @@ class FakeImages:
         )
 
     @atomic
-    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
-        return self.contents.get((request_id, content_key))
-
-    @atomic
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
     ) -> Recorded | None:

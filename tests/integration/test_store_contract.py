@@ -526,7 +526,6 @@ def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
     first_job, second_job = jobs(request_id, 2)
     stores.images.create_missing([first_job, second_job])
     key = "ab" * 32
-    assert stores.images.stored_content(request_id, key) is None
     attempt = begin(stores, request_id, first_job.image_id)
     assert isinstance(
         stores.images.record_done(
@@ -535,12 +534,25 @@ def test_an_output_is_remembered_by_its_content_and_copied_to_another_slot(
         ),
         Recorded,
     )  # fmt: skip
-    known = stores.images.stored_content(request_id, key)
-    assert known is not None
+    found = stores.images.record_done(
+        begin(stores, request_id, second_job.image_id), request_id, second_job.image_id,
+        output_url="u2", output_path="p2", image=JPEG, source_bytes=7, content_key=key,
+    )  # fmt: skip
+    assert isinstance(found, StoredElsewhere)
+    known = found.output
     assert (known.output_url, known.output_path) == ("u", "p")
     assert (known.source_bytes, known.output_bytes) == (7, len(JPEG.data))
+    # Each request owns its outputs: the same bytes in another request are recorded there.
     other = new_request(stores, 1)
-    assert stores.images.stored_content(other, key) is None  # each request owns its outputs
+    (other_job,) = jobs(other, 1)
+    stores.images.create_missing([other_job])
+    assert isinstance(
+        stores.images.record_done(
+            begin(stores, other, other_job.image_id), other, other_job.image_id,
+            output_url="v", output_path="q", image=JPEG, source_bytes=7, content_key=key,
+        ),
+        Recorded,
+    )  # fmt: skip
     copied = stores.images.record_copy(
         begin(stores, request_id, second_job.image_id), request_id, second_job.image_id,
         output=known,
@@ -580,8 +592,11 @@ def test_recording_bytes_another_slot_recorded_first_writes_nothing_and_names_it
     assert (found.output.output_url, found.output.output_path) == ("u1", "p1")
     assert read(stores, request_id, second_job.image_id).state is ImageState.PENDING
     assert tally_of(stores, request_id).done == 1
-    stored = stores.images.stored_content(request_id, key)
-    assert stored is not None and stored.output_path == "p1"  # the first stands
+    again = stores.images.record_done(
+        begin(stores, request_id, second_job.image_id), request_id, second_job.image_id,
+        output_url="u2", output_path="p2", image=JPEG, source_bytes=7, content_key=key,
+    )  # fmt: skip
+    assert isinstance(again, StoredElsewhere) and again.output.output_path == "p1"  # it stands
     # The same, on a slot whose outcome another copy recorded meanwhile: that outcome stands.
     third = begin(stores, request_id, third_job.image_id)
     failed = stores.images.record_failed(

@@ -134,7 +134,7 @@ def test_a_repeat_waits_for_its_first_slot_without_using_up_attempts() -> None:
     assert w.fetcher.calls == ["https://img.test/a.jpg"]
 
 
-def test_the_same_bytes_under_different_urls_are_compressed_and_stored_once() -> None:
+def test_the_same_bytes_under_different_urls_are_stored_once() -> None:
     w, codec = counted_world()
     for url in ("https://img.test/a.jpg", "https://cdn.test/a-copy.jpg", "https://img.test/b.jpg"):
         w.fetcher.answers[url] = b"logo" if "b.jpg" not in url else b"other"
@@ -144,10 +144,10 @@ def test_the_same_bytes_under_different_urls_are_compressed_and_stored_once() ->
     )
     request_id = accept_upload(w.services, csv_bytes).request_id
     run_queue(w)
-    assert len(w.fetcher.calls) == 3  # different URLs: each is fetched
-    assert codec.calls == 2  # but the repeated bytes are compressed once...
+    assert len(w.fetcher.calls) == 3  # different URLs: each is fetched...
+    assert codec.calls == 3  # ...and compressed (nothing is looked up before: see _store_once)
     stored = [p for p in w.blobs.outputs if not p.endswith(".csv")]
-    assert len(stored) == 2  # ...and stored once
+    assert len(stored) == 2  # but the repeated bytes are stored once
     first, copy = (w.images.get(request_id, i) for i in ("0000000-00", "0000001-00"))
     assert first is not None and copy is not None
     assert copy.state is ImageState.DONE and copy.output_url == first.output_url

@@ -560,10 +560,6 @@ class FirestoreImages:
             .document(content_key)
         )
 
-    def stored_content(self, request_id: str, content_key: str) -> StoredOutput | None:
-        data = self._content_ref(request_id, content_key).get().to_dict() or {}
-        return _stored_output_from(data) if data.get("state") == DONE else None
-
     def record_failed(
         self, attempt: Attempt, request_id: str, image_id: str, *, code: str, message: str
     ) -> Recorded | None:
