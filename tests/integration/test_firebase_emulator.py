@@ -25,6 +25,7 @@ from local_profile.image_host import ImageHost
 from local_profile.recipes import Stack
 from shared.adapters.gcp.firestore_store import FirestoreImages, FirestoreRequests
 from shared.domain.model import ImageJob, ImageState, RequestRecord, RequestStatus, image_id
+from shared.domain.tally import shard_count, shard_of
 from shared.usecases.services import SystemClock
 from tests.conftest import base_env
 from tests.e2e.helpers import read_csv, upload, wait_until_finished
@@ -81,13 +82,22 @@ def test_the_adapters_read_and_write_through_it(db: firestore.Client) -> None:
     requests_store, images = FirestoreRequests(db, clock), FirestoreImages(db, clock)
     now = datetime.now(UTC)
     record = RequestRecord(
-        "F" * 22, RequestStatus.IN_PROGRESS, 3, 3, "uploads/x.csv", now, now, tally_shards=3
-    )
+        "F" * 22, RequestStatus.IN_PROGRESS, 3, 3, "uploads/x.csv", now, now,
+        tally_shards=shard_count(3),
+    )  # fmt: skip
     requests_store.create(record)
     stored = requests_store.get(record.request_id)
     assert stored is not None and stored.total_images == 3
     jobs = [
-        ImageJob(record.request_id, image_id(n, 0), n, 0, str(n), f"http://127.0.0.1:9/{n}.jpg", n)
+        ImageJob(
+            record.request_id,
+            image_id(n, 0),
+            n,
+            0,
+            str(n),
+            f"http://127.0.0.1:9/{n}.jpg",
+            shard_of(n, record.tally_shards),
+        )
         for n in range(3)
     ]
     images.create_missing(jobs)
