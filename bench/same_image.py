@@ -126,7 +126,8 @@ def catalogue_csv(catalogue: Catalogue, base_url: str, run: str) -> bytes:
 
 def start_stack(run_dir: Path) -> Stack:
     """The local profile as `make up` starts it (worker and ticker), on free ports."""
-    stack = Stack(run_dir, bench_env())
+    # INFO: the worker logs each compression whose output was not kept, and this counts them.
+    stack = Stack(run_dir, bench_env() | {"LOG_LEVEL": "INFO"})
     try:
         stack.start_firestore()
         stack.start_storage()
