@@ -32,7 +32,12 @@ webhook_app = typer.Typer(help="The request's webhook message.", no_args_is_help
 app.add_typer(webhook_app, name="webhook")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-RequestId = Annotated[str, typer.Argument(help="The request id that submit printed.")]
+RequestId = Annotated[
+    str,
+    typer.Argument(
+        help="The request id that submit printed (one that starts with '-' goes after '--')."
+    ),
+]
 Timeout = Annotated[
     float | None,
     typer.Option(help="Give up waiting after this many seconds (exit 7).", min=0.1),

@@ -176,6 +176,9 @@ def test_an_unreachable_service_exits_5_and_a_bad_id_2_and_an_unknown_one_6(
     assert imgsvc(gateway_url, "status", "not-an-id").returncode == 2
     unknown = imgsvc(gateway_url, "status", "A" * 22)
     assert unknown.returncode == 6 and "no request" in unknown.stderr
+    # An id that starts with '-' (as the service's ids did, one in 64) after '--'.
+    dashed = imgsvc(gateway_url, "status", "--", "-" + "A" * 21)
+    assert dashed.returncode == 6 and "no request" in dashed.stderr
 
 
 def test_status_failed_lists_only_the_failed_images_with_their_errors(

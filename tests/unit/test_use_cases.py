@@ -14,7 +14,13 @@ from shared.config import Limits, Settings
 from shared.domain.blob_layout import output_image_path
 from shared.domain.csv_table import CsvInvalid, parse_product_csv
 from shared.domain.errors import ErrorCode, ImageFailure, RetryLater
-from shared.domain.model import DeliveryState, ImageSlice, ImageState, RequestStatus
+from shared.domain.model import (
+    DeliveryState,
+    ImageSlice,
+    ImageState,
+    RequestStatus,
+    new_request_id,
+)
 from shared.usecases.accept_upload import UploadRejected, accept_upload
 from shared.usecases.deliver_webhook import deliver_webhook
 from shared.usecases.fan_out import materialize_slice, plan_slices
@@ -93,6 +99,11 @@ def test_request_ids_are_unguessable_and_url_safe() -> None:
     ids = {accept_upload(w.services, CSV).request_id for _ in range(50)}
     assert len(ids) == 50
     assert all(len(i) == 22 and all(c.isalnum() or c in "-_" for c in i) for i in ids)
+
+
+def test_no_request_id_starts_with_a_dash_that_a_command_line_would_take_for_an_option() -> None:
+    # One random id in 64 would: 10,000 draws miss every such one by chance once in 10^68.
+    assert not [i for i in (new_request_id() for _ in range(10_000)) if i.startswith("-")]
 
 
 def test_slices_hold_at_most_500_images_and_stay_small_with_long_urls() -> None:
