@@ -506,15 +506,15 @@ class FirestoreImages:
         if content_key is None:
             return self._settle_done(attempt, request_id, image_id, output, also=None)
         ref = self._content_ref(request_id, content_key)
+        stored = {"state": DONE, **dataclasses.asdict(output)}
         try:
-            stored = {"state": DONE, **dataclasses.asdict(output)}
             return self._settle_done(attempt, request_id, image_id, output, also=(ref, stored))
         except gexc.Conflict:
             pass
         # The bytes' record exists: another slot recorded their output first. Unless this
         # image has its outcome already (which stands), that output is the one to copy.
-        now = self._collection(request_id).document(image_id).get()
-        if not now.exists or ImageState(now.get("state")).terminal:
+        current = self.get(request_id, image_id)
+        if current is None or current.state.terminal:
             return None
         snap = ref.get()
         data = snap.to_dict() or {}
