@@ -46,6 +46,12 @@ EMULATOR_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseG1GC"
 FIREBASE_READY = "All emulators ready"
 
 
+def emulator_java_options() -> str:
+    """The JVM options the Firestore emulator runs with, whoever starts it: the caller's own
+    JAVA_TOOL_OPTIONS, then ours."""
+    return " ".join([os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]).strip()
+
+
 def redis_answers(url: str) -> bool:
     import redis
 
@@ -90,9 +96,7 @@ class Stack(Processes):
     def start_firestore(self) -> str:
         script = find_firestore_emulator()
         port = free_port()
-        java_options = " ".join(
-            [os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]
-        ).strip()
+        java_options = emulator_java_options()
         self.spawn(
             "firestore",
             [str(script), "--host=127.0.0.1", f"--port={port}"],
@@ -114,9 +118,7 @@ class Stack(Processes):
             jar = None  # with internet, firebase-tools downloads its own
         project = self.setting("GOOGLE_CLOUD_PROJECT") or PROJECT
         prepared = firebase_emulators.prepare(self.run_dir, project, jar)
-        java_options = " ".join(
-            [os.environ.get("JAVA_TOOL_OPTIONS", ""), EMULATOR_JAVA_OPTIONS]
-        ).strip()
+        java_options = emulator_java_options()
         log = self.run_dir / "firestore.log"
         # The log is appended to: what an earlier start wrote must not count.
         start = log.stat().st_size if log.exists() else 0
